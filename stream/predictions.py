@@ -1,0 +1,34 @@
+"""What the model says about one tweet: the contract between inference and its consumers.
+
+The pipeline, the `analyze` command and evaluation all read these objects, so the decoding
+of logits into spans and labels happens in exactly one place (`stream.inference`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SENTIMENTS: tuple[str, str, str] = ("negative", "neutral", "positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """One entity mention with the sentiment expressed toward it."""
+
+    entity: str  # surface text as written in the tweet (character span start:end)
+    entity_key: str  # stream.textproc.entity_key(entity)
+    type: str  # entity type from the serving NER head
+    start: int  # character offset in the tweet text
+    end: int
+    sentiment: str  # one of SENTIMENTS
+    score: float  # probability of `sentiment`
+    probs: tuple[float, float, float]  # (negative, neutral, positive)
+
+
+@dataclass(frozen=True, slots=True)
+class TweetPrediction:
+    """Tweet-level sentiment plus the entity mentions found in the tweet."""
+
+    sentiment: str
+    probs: tuple[float, float, float]  # (negative, neutral, positive)
+    mentions: list[Mention] = field(default_factory=list)

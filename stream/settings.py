@@ -1,0 +1,128 @@
+"""One typed settings object for the whole runtime.
+
+Every knob is an environment variable (prefix ``TWEETWATCH_``) with a documented default; the
+README's configuration table is generated from the field descriptions below
+(``tweetwatch config``). No other module reads ``os.environ``: settings are read once and
+passed down, so tests can build their own ``Settings(...)`` without touching the process
+environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL_DIR = PACKAGE_DIR / "artifacts" / "model"
+DEFAULT_DATA_DIR = PACKAGE_DIR.parent.parent / "shared" / "data"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="TWEETWATCH_", extra="ignore")
+
+    # --- Kafka -----------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "localhost:9092",
+        validation_alias=AliasChoices(
+            "TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="Kafka bootstrap servers (host:port[,host:port]). "
+        "KAFKA_BOOTSTRAP_SERVERS is accepted too.",
+    )
+    app_id: str = Field("tweetwatch", description="Faust app id (consumer group name).")
+    topic_tweets: str = Field("tweets", description="Input topic of tweets (JSON).")
+    topic_dlq: str = Field("tweets.dlq", description="Dead-letter topic: raw payload + reason.")
+    topic_negative: str = Field(
+        "entities.negative", description="Negative entity mentions, keyed by entity key."
+    )
+    topic_alerts: str = Field("alerts", description="Alerts written by the alert worker.")
+    topic_partitions: int = Field(4, ge=1, description="Partitions when creating topics.")
+    topic_replication: int = Field(1, ge=1, description="Replication factor when creating topics.")
+
+    # --- Storage ---------------------------------------------------------------------------
+    database_url: str = Field(
+        "postgresql+psycopg://postgres@localhost:5432/tweetwatch",
+        validation_alias=AliasChoices("TWEETWATCH_DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy URL: postgresql+psycopg://... or sqlite+aiosqlite:///file.db. "
+        "DATABASE_URL is accepted too.",
+    )
+
+    # --- Model and micro-batching ----------------------------------------------------------
+    model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Folder of the ONNX model artifact.")
+    model_variant: Literal["fp32", "int8"] = Field(
+        "fp32", description="Which ONNX file to run: fp32 (model.onnx) or int8 (model.int8.onnx)."
+    )
+    max_batch: int = Field(64, ge=1, description="Micro-batch size: tweets per model call.")
+    max_latency_ms: int = Field(
+        50, ge=1, description="Longest wait to fill a micro-batch before running it anyway."
+    )
+    inference_threads: int = Field(
+        1, ge=1, description="Thread-pool workers running the model off the event loop."
+    )
+    intra_op_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per session.")
+    max_text_chars: int = Field(
+        2000, ge=1, description="Longest accepted tweet text; longer goes to the dead-letter topic."
+    )
+    negative_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="An entity mention is negative when its negative probability is at least "
+        "this and is its most likely class.",
+    )
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Training/test data folder.")
+
+    # --- Alerts ----------------------------------------------------------------------------
+    alert_window_s: int = Field(300, ge=1, description="Alert window per entity, seconds.")
+    alert_min_negative: int = Field(
+        3, ge=1, description="Negative mentions in a window needed to fire (1 = every mention)."
+    )
+    alert_min_negative_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="Least negative share of an entity's mentions to fire."
+    )
+    alert_cooldown_s: int = Field(
+        900, ge=0, description="Quiet time per entity after an alert fired."
+    )
+    llm_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible API base URL (e.g. http://ollama:11434/v1). "
+        "Unset: alerts use the template text.",
+    )
+    llm_model: str = Field("llama3.2:3b", description="Model name sent to the LLM endpoint.")
+    llm_api_key: str | None = Field(None, description="Bearer token for the LLM endpoint.")
+    llm_timeout_s: float = Field(10.0, gt=0, description="Timeout of one LLM request.")
+    llm_max_concurrency: int = Field(4, ge=1, description="Concurrent LLM requests at most.")
+    llm_retries: int = Field(2, ge=0, description="Retries after a failed LLM request.")
+    llm_backoff_s: float = Field(0.5, ge=0, description="Base of the exponential retry backoff.")
+    llm_breaker_failures: int = Field(
+        5, ge=1, description="Consecutive failures that open the circuit breaker."
+    )
+    llm_breaker_reset_s: float = Field(
+        30.0, gt=0, description="Seconds the breaker stays open before a trial request."
+    )
+    llm_two_stage: bool = Field(
+        False, description="Two-stage prompting: candidate alerts, then a selection prompt."
+    )
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _strip_kafka_scheme(cls, value: str) -> str:
+        # Faust wants kafka://host:port, aiokafka wants host:port; we store the bare form.
+        return ",".join(part.removeprefix("kafka://").strip() for part in value.split(","))
+
+    @property
+    def model_path(self) -> Path:
+        name = "model.int8.onnx" if self.model_variant == "int8" else "model.onnx"
+        return self.model_dir / name
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

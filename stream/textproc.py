@@ -1,0 +1,153 @@
+"""Tweet text processing shared by training (model_export) and serving (stream).
+
+Training and serving must see tokens the same way, or the model silently degrades in
+production; so tokenisation, normalisation, vocabulary lookup and id tensors live here, once.
+numpy only: the runtime imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PAD = "<pad>"
+UNK = "<unk>"
+URL_TOKEN = "<url>"
+MAX_CHARS_PER_TOKEN = 20
+
+_URL = r"(?:https?://|www\.)\S+"
+_MENTION = r"@\w+"
+_HASHTAG = r"#\w+"
+_EMAIL = r"[\w.+-]+@[\w-]+\.[\w.-]+"
+# Emoji and pictographs: one token each (sequences joined by ZWJ / variation selectors stay whole).
+_EMOJI = (
+    r"(?:[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF]"
+    r"[\uFE0F\U0001F3FB-\U0001F3FF]*(?:\u200D[\U0001F000-\U0001FAFF\u2600-\u27BF][\uFE0F]*)*)"
+)
+_NUMBER = r"\d+(?:[.,:/]\d+)*(?:st|nd|rd|th|s|am|pm|k|m)?"
+_WORD = r"[^\W\d_](?:[^\W_]|['’.&-](?=[^\W_]))*|_+"
+_EMOTICON = r"[:;=8][\-o*']?[)\](\[dDpP/:}{@|\\]|<3"
+_PUNCT = r"[^\s\w]+?"
+_TOKEN_RE = re.compile(
+    "|".join([_URL, _EMAIL, _MENTION, _HASHTAG, _EMOJI, _EMOTICON, _NUMBER, _WORD, _PUNCT]),
+    re.UNICODE,
+)
+_ELONGATION = re.compile(r"(.)\1{2,}")
+_DIGIT = re.compile(r"\d")
+_URL_FULL = re.compile(_URL + r"$")
+_ENTITY_KEY_DROP = re.compile(r"[\W_]+", re.UNICODE)
+_POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A token with its character offsets in the original text (for entity spans)."""
+
+    text: str
+    start: int
+    end: int
+
+
+def tokenize(text: str) -> list[Token]:
+    """Split a tweet into tokens: URLs, @mentions, #hashtags, emoji and emoticons stay whole."""
+    return [Token(m.group(), m.start(), m.end()) for m in _TOKEN_RE.finditer(text)]
+
+
+def normalize(token: str) -> str:
+    """The vocabulary form of a token: lower case, URLs and digits folded, elongations squeezed.
+
+    ``soooo`` and ``sooooooo`` meet at ``soo``; ``2019`` and ``1984`` at ``0000``.
+    """
+    if _URL_FULL.match(token):
+        return URL_TOKEN
+    token = unicodedata.normalize("NFKC", token).lower()
+    token = _ELONGATION.sub(r"\1\1", token)
+    return _DIGIT.sub("0", token)
+
+
+def entity_key(surface: str) -> str:
+    """The key under which mentions of one entity meet: ``@Microsoft``, ``#microsoft``,
+    ``Microsoft's`` and ``MICROSOFT`` all give ``microsoft``; ``Bank of America`` and
+    ``#BankOfAmerica`` both give ``bankofamerica``."""
+    text = unicodedata.normalize("NFKC", surface).strip().casefold()
+    text = _POSSESSIVE.sub("", text.lstrip("@#"))
+    key = _ENTITY_KEY_DROP.sub("", text)
+    return key or text
+
+
+class Vocab:
+    """Word and character vocabularies (index 0 = padding, 1 = unknown)."""
+
+    def __init__(self, words: Sequence[str], chars: Sequence[str]) -> None:
+        if list(words[:2]) != [PAD, UNK] or list(chars[:2]) != [PAD, UNK]:
+            raise ValueError("vocabularies must start with <pad>, <unk>")
+        self.words = list(words)
+        self.chars = list(chars)
+        self.word_index = {w: i for i, w in enumerate(self.words)}
+        self.char_index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def build(
+        cls, token_lists: Iterable[Sequence[str]], min_count: int = 2, min_char_count: int = 5
+    ) -> Vocab:
+        """Count normalised words and raw characters over the training tokens."""
+        word_counts: dict[str, int] = {}
+        char_counts: dict[str, int] = {}
+        for tokens in token_lists:
+            for tok in tokens:
+                norm = normalize(tok)
+                word_counts[norm] = word_counts.get(norm, 0) + 1
+                for ch in tok[:MAX_CHARS_PER_TOKEN]:
+                    char_counts[ch] = char_counts.get(ch, 0) + 1
+        words = sorted((w for w, n in word_counts.items() if n >= min_count),
+                       key=lambda w: (-word_counts[w], w))
+        chars = sorted((c for c, n in char_counts.items() if n >= min_char_count),
+                       key=lambda c: (-char_counts[c], c))
+        return cls([PAD, UNK, *words], [PAD, UNK, *chars])
+
+    def word_id(self, token: str) -> int:
+        """Id of a token; ``@Name``/``#Name`` fall back to ``name`` when only that is known."""
+        norm = normalize(token)
+        idx = self.word_index.get(norm)
+        if idx is None and norm[:1] in ("@", "#") and len(norm) > 1:
+            idx = self.word_index.get(norm[1:])
+        return 1 if idx is None else idx
+
+    def char_ids(self, token: str) -> list[int]:
+        return [self.char_index.get(ch, 1) for ch in token[:MAX_CHARS_PER_TOKEN]]
+
+    def encode(self, batch: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+        """Id tensors for a batch of token lists, padded to the longest: the model's inputs
+        ``word_ids [B,T]``, ``char_ids [B,T,C]`` and ``lengths [B]`` (all int64)."""
+        size = len(batch)
+        longest = max((len(toks) for toks in batch), default=0) or 1
+        word_ids = np.zeros((size, longest), dtype=np.int64)
+        char_len = max(
+            (min(len(t), MAX_CHARS_PER_TOKEN) for toks in batch for t in toks), default=1
+        ) or 1
+        char_ids = np.zeros((size, longest, char_len), dtype=np.int64)
+        lengths = np.zeros((size,), dtype=np.int64)
+        for i, tokens in enumerate(batch):
+            lengths[i] = len(tokens)
+            for j, tok in enumerate(tokens):
+                word_ids[i, j] = self.word_id(tok)
+                ids = self.char_ids(tok)
+                char_ids[i, j, : len(ids)] = ids
+        return {"word_ids": word_ids, "char_ids": char_ids, "lengths": lengths}
+
+    def save(self, path: Path) -> None:
+        path.write_text(
+            json.dumps({"words": self.words, "chars": self.chars}, ensure_ascii=False),
+            encoding="utf-8",
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Vocab:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(data["words"], data["chars"])
