@@ -1,0 +1,263 @@
+"""Async client for OpenAI-compatible Chat Completions endpoints (vLLM, Ollama, llama.cpp, OpenAI).
+
+An alert must go out whether or not the LLM is healthy, so this client is built to fail fast
+and predictably rather than to try hard: every request has a timeout, at most
+``max_concurrency`` requests are in flight, transient failures (timeouts, connection errors,
+HTTP 429/5xx) are retried with exponential backoff and jitter, and a circuit breaker stops
+calling an endpoint that keeps failing until a trial request succeeds again. Every failure
+surfaces as an :class:`LLMError` subclass, which the alert worker turns into the template text.
+It runs on the event loop (aiohttp), so a slow endpoint never blocks other work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from stream.settings import Settings
+
+Role = Literal["system", "user", "assistant"]
+
+
+class LLMError(Exception):
+    """Base class: the LLM could not produce an answer for this request."""
+
+
+class LLMUnavailable(LLMError):
+    """The circuit breaker is open: the endpoint is not called at all."""
+
+
+class LLMTimeout(LLMError):
+    """The endpoint did not answer within the request timeout."""
+
+
+class LLMHTTPError(LLMError):
+    """The endpoint answered with an HTTP error status (or the connection failed)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LLMBadResponse(LLMError):
+    """The endpoint answered 200 but not with a Chat Completions body."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The assistant's text and the model name the endpoint reports."""
+
+    text: str
+    model: str
+
+
+class CircuitBreaker:
+    """Consecutive-failure circuit breaker with a single half-open trial.
+
+    closed: requests flow; ``failure_threshold`` consecutive failures open it.
+    open: requests are refused for ``reset_s`` seconds.
+    half-open: one trial request is let through; success closes, failure re-opens.
+    """
+
+    def __init__(
+        self,
+        failure_threshold: int,
+        reset_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.reset_s = reset_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial_in_flight = False
+
+    @property
+    def state(self) -> Literal["closed", "open", "half-open"]:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at >= self.reset_s:
+            return "half-open"
+        return "open"
+
+    def allow(self) -> bool:
+        """May a request go out now? In half-open state only one trial at a time."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half-open" and not self._trial_in_flight:
+            self._trial_in_flight = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._trial_in_flight = False
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        was_trial = self._trial_in_flight
+        self._trial_in_flight = False
+        if was_trial or self._failures >= self.failure_threshold:
+            self._opened_at = self._clock()
+
+
+_RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class ChatClient:
+    """OpenAI-compatible ``POST {base_url}/chat/completions`` with timeout, retries, breaker.
+
+    ``base_url`` includes the API prefix, e.g. ``http://ollama:11434/v1`` or
+    ``https://api.openai.com/v1``. Create and use it inside the running event loop; call
+    :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        max_concurrency: int = 4,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+        breaker_failures: int = 5,
+        breaker_reset_s: float = 30.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.breaker = CircuitBreaker(breaker_failures, breaker_reset_s, clock=clock)
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChatClient | None:
+        """The configured client, or None when no endpoint is configured (template only)."""
+        if not settings.llm_base_url:
+            return None
+        return cls(
+            settings.llm_base_url,
+            settings.llm_model,
+            api_key=settings.llm_api_key,
+            timeout_s=settings.llm_timeout_s,
+            max_concurrency=settings.llm_max_concurrency,
+            retries=settings.llm_retries,
+            backoff_s=settings.llm_backoff_s,
+            breaker_failures=settings.llm_breaker_failures,
+            breaker_reset_s=settings.llm_breaker_reset_s,
+        )
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Sleep before retry ``attempt`` (1-based): equal jitter over base * 2**(attempt-1)."""
+        ceiling = self.backoff_s * (2 ** (attempt - 1))
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        temperature: float = 0.2,
+        max_tokens: int = 200,
+    ) -> Completion:
+        """One chat completion; raises an :class:`LLMError` subclass when none can be had."""
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.as_dict() for m in messages],
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "stream": False,
+        }
+        last_error: LLMError | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff_delay(attempt))
+            if not self.breaker.allow():
+                raise LLMUnavailable(f"circuit breaker open for {self.url}") from last_error
+            try:
+                async with self._semaphore:
+                    completion = await self._post(payload)
+            except LLMError as exc:
+                self.breaker.record_failure()
+                last_error = exc
+                if not _retryable(exc):
+                    raise
+                continue
+            self.breaker.record_success()
+            return completion
+        assert last_error is not None
+        raise last_error
+
+    async def _post(self, payload: dict[str, Any]) -> Completion:
+        session = self._ensure_session()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with session.post(self.url, json=payload, headers=self._headers) as resp:
+                    body = await resp.read()
+                    status = resp.status
+        except TimeoutError as exc:
+            raise LLMTimeout(f"no answer from {self.url} within {self.timeout_s:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise LLMHTTPError(f"request to {self.url} failed: {exc}") from exc
+        if status != 200:
+            snippet = body[:200].decode("utf-8", "replace")
+            raise LLMHTTPError(f"{self.url} answered HTTP {status}: {snippet}", status=status)
+        return _parse_completion(body, self.model)
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+def _retryable(exc: LLMError) -> bool:
+    if isinstance(exc, LLMTimeout):
+        return True
+    if isinstance(exc, LLMHTTPError):
+        return exc.status is None or exc.status in _RETRYABLE_STATUS
+    return False
+
+
+def _parse_completion(body: bytes, default_model: str) -> Completion:
+    """Extract ``choices[0].message.content``; anything else is an :class:`LLMBadResponse`."""
+    try:
+        data = json.loads(body)
+        content = data["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise LLMBadResponse(f"not a chat completion: {body[:200]!r}") from exc
+    if not isinstance(content, str):
+        raise LLMBadResponse("chat completion content is not a string")
+    model = data.get("model") if isinstance(data, dict) else None
+    return Completion(text=content, model=model if isinstance(model, str) else default_model)
