@@ -1,0 +1,1 @@
+"""Deployment: Alembic migrations, the Dockerfile and topic setup for tweetwatch."""

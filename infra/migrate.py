@@ -1,0 +1,56 @@
+"""Run the Alembic migrations programmatically (``tweetwatch db upgrade``, worker and demo start).
+
+The schema is only ever created or changed by these migrations, on PostgreSQL and on SQLite
+alike, so the demo's store and production's are the same schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+
+
+def sync_url(url: str) -> sa.URL:
+    """The synchronous form of a runtime URL (aiosqlite -> pysqlite; psycopg stays psycopg)."""
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in _SYNC_DRIVERS:
+        raise ValueError(f"unsupported database {backend!r}: use postgresql+psycopg:// or "
+                         "sqlite+aiosqlite://")
+    return parsed.set(drivername=_SYNC_DRIVERS[backend])
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = url
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` to ``revision`` (idempotent)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database is at (None when it has never been migrated)."""
+    engine = sa.create_engine(sync_url(url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()

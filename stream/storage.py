@@ -1,0 +1,163 @@
+"""Storage: SQLAlchemy 2 models and idempotent, batched writes (PostgreSQL or SQLite).
+
+Kafka delivers at least once; the sinks make it effectively once. Every row has a natural key
+(tweet id; tweet id + span start; alert id) and is written with ``ON CONFLICT DO NOTHING``, one
+transaction per micro-batch, so a redelivered batch changes nothing. The same models run on
+PostgreSQL (psycopg 3, async) in production and on SQLite (aiosqlite) for the no-server demo.
+The schema itself is owned by the Alembic migrations in ``infra/migrations``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Keep each multi-row INSERT under the drivers' bound-parameter limits (SQLite: 32766,
+# PostgreSQL: 65535).
+_MAX_PARAMS_PER_STATEMENT = 30000
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the tables the migrations create."""
+
+
+class Tweet(Base):
+    """One analysed tweet with its tweet-level sentiment."""
+
+    __tablename__ = "tweets"
+    __table_args__ = (sa.Index("ix_tweets_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    text: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    ingested_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    author: Mapped[str | None] = mapped_column(sa.String(256))
+    lang: Mapped[str | None] = mapped_column(sa.String(256))
+    sentiment: Mapped[str] = mapped_column(sa.String(8))
+    p_negative: Mapped[float] = mapped_column(sa.Float)
+    p_neutral: Mapped[float] = mapped_column(sa.Float)
+    p_positive: Mapped[float] = mapped_column(sa.Float)
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+
+
+class EntityMention(Base):
+    """One entity span in a tweet with the sentiment expressed toward that entity."""
+
+    __tablename__ = "entity_mentions"
+    __table_args__ = (sa.Index("ix_entity_mentions_key_created", "entity_key", "created_at"),)
+
+    tweet_id: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("tweets.id", ondelete="CASCADE"), primary_key=True
+    )
+    start: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    end: Mapped[int] = mapped_column(sa.Integer)
+    entity: Mapped[str] = mapped_column(sa.Text)
+    entity_key: Mapped[str] = mapped_column(sa.String(256))
+    type: Mapped[str] = mapped_column(sa.String(32))
+    sentiment: Mapped[str] = mapped_column(sa.String(8))
+    score: Mapped[float] = mapped_column(sa.Float)
+    p_negative: Mapped[float] = mapped_column(sa.Float)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Alert(Base):
+    """One alert about an entity for one window (written by the alert worker)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (sa.Index("ix_alerts_key_window", "entity_key", "window_start"),)
+
+    alert_id: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    entity_key: Mapped[str] = mapped_column(sa.String(256))
+    entity: Mapped[str] = mapped_column(sa.Text)
+    type: Mapped[str] = mapped_column(sa.String(32))
+    window_start: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    negative_mentions: Mapped[int] = mapped_column(sa.Integer)
+    mentions: Mapped[int] = mapped_column(sa.Integer)
+    tweet_ids: Mapped[list[str]] = mapped_column(sa.JSON)
+    text: Mapped[str] = mapped_column(sa.Text)
+    generator: Mapped[str] = mapped_column(sa.String(16))
+    model: Mapped[str | None] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+# The daily-history view (created by the migration); declared on its own MetaData so that it is
+# never mistaken for a table.
+view_metadata = sa.MetaData()
+entity_daily_history = sa.Table(
+    "entity_daily_history",
+    view_metadata,
+    sa.Column("day", sa.Date),
+    sa.Column("entity_key", sa.String),
+    sa.Column("entity", sa.Text),
+    sa.Column("sentiment", sa.String),
+    sa.Column("mentions", sa.Integer),
+    sa.Column("avg_score", sa.Float),
+)
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine for ``postgresql+psycopg://`` or ``sqlite+aiosqlite://`` URLs."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        # One writer at a time; wait for the lock instead of failing with "database is locked".
+        kwargs.setdefault("connect_args", {"timeout": 30})
+    return create_async_engine(parsed, **kwargs)
+
+
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"unsupported database dialect {name!r} (use PostgreSQL or SQLite)")
+
+
+def _chunks(rows: Sequence[dict[str, Any]], columns: int) -> Iterable[Sequence[dict[str, Any]]]:
+    size = max(1, _MAX_PARAMS_PER_STATEMENT // max(columns, 1))
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+async def insert_ignore(conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]],
+                        returning: sa.Column[Any] | None = None) -> list[Any]:
+    """Multi-row ``INSERT ... ON CONFLICT DO NOTHING``; returns the ``returning`` column of the
+    rows that were new (so the caller knows what a redelivery already stored)."""
+    if not rows:
+        return []
+    pk = [col.name for col in table.primary_key.columns]
+    inserted: list[Any] = []
+    for chunk in _chunks(rows, len(rows[0])):
+        stmt = _insert(conn, table).values(list(chunk)).on_conflict_do_nothing(index_elements=pk)
+        if returning is not None:
+            result = await conn.execute(stmt.returning(returning))
+            inserted.extend(result.scalars().all())
+        else:
+            await conn.execute(stmt)
+    return inserted
+
+
+async def store_batch(conn: AsyncConnection, tweets: Sequence[dict[str, Any]],
+                      mentions: Sequence[dict[str, Any]]) -> set[str]:
+    """Write one micro-batch of tweets and their mentions; returns the ids that were new.
+
+    Runs inside the caller's transaction (one per micro-batch). Duplicate ids inside the batch
+    keep their first occurrence.
+    """
+    first: dict[str, dict[str, Any]] = {}
+    for row in tweets:
+        first.setdefault(row["id"], row)
+    unique_tweets = list(first.values())
+    new_ids = set(await insert_ignore(conn, Tweet.__table__, unique_tweets,
+                                      returning=Tweet.__table__.c.id))
+    fresh_mentions = [m for m in mentions if m["tweet_id"] in new_ids]
+    unique_mentions = list({(m["tweet_id"], m["start"]): m for m in fresh_mentions}.values())
+    await insert_ignore(conn, EntityMention.__table__, unique_mentions)
+    return new_ids
