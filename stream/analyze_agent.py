@@ -1,0 +1,216 @@
+"""The analyze agent: tweets in, rows in the database and negative mentions out.
+
+Per micro-batch (``stream.take_events(max_batch, within=max_latency)``):
+validate every message (rejects go to the dead-letter topic with the raw bytes and a reason),
+run the model in a thread pool so the event loop never blocks, then, inside ONE database
+transaction, insert tweets and mentions idempotently and publish the negative mentions of the
+newly stored tweets (waiting for the broker's acknowledgement). Only after the commit are the
+batch's offsets acknowledged to Faust.
+
+Why the ``incref``: Faust's ``take_events`` acknowledges the buffered events in a ``finally``
+when the generator resumes *or is closed* -- also when the agent body failed or was cancelled
+half-way. Taking one extra reference on each message before doing any work, and releasing it
+only after the commit, makes the failure path leave the offsets uncommitted, so the batch is
+delivered again after a restart (and ``ON CONFLICT DO NOTHING`` absorbs what was stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import faust
+from faust.types import EventT, StreamT
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stream.inference import Analyzer
+from stream.predictions import TweetPrediction
+from stream.records import (
+    InvalidTweet,
+    TweetIn,
+    dead_letter_record,
+    encode,
+    is_negative,
+    negative_entity_record,
+    parse_tweet,
+)
+from stream.settings import Settings
+from stream.storage import create_engine, store_batch
+
+if TYPE_CHECKING:
+    from stream.app import Topics
+
+log = logging.getLogger(__name__)
+
+_DB_RETRY_MAX_S = 30.0
+_STATS_EVERY_S = 10.0
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """Running totals, logged every few seconds (a worker's pulse in its log)."""
+
+    batches: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    negative: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+    def maybe_log(self) -> None:
+        now = time.monotonic()
+        if now - self.since >= _STATS_EVERY_S:
+            log.info("analyze: %d batches, %d tweets stored, %d duplicates, %d to DLQ, "
+                     "%d negative mentions", self.batches, self.stored, self.duplicates,
+                     self.rejected, self.negative)
+            self.since = now
+
+
+def tweet_rows(tweets: Sequence[TweetIn], predictions: Sequence[TweetPrediction],
+               created: Sequence[datetime], ingested_at: datetime,
+               model_version: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows for ``tweets`` and ``entity_mentions`` (timestamps in UTC)."""
+    tweet_rows_: list[dict[str, Any]] = []
+    mention_rows: list[dict[str, Any]] = []
+    for tweet, pred, created_at in zip(tweets, predictions, created, strict=True):
+        tweet_rows_.append({
+            "id": tweet.id, "text": tweet.text, "created_at": created_at,
+            "ingested_at": ingested_at, "author": tweet.author, "lang": tweet.lang,
+            "sentiment": pred.sentiment, "p_negative": pred.probs[0],
+            "p_neutral": pred.probs[1], "p_positive": pred.probs[2],
+            "model_version": model_version,
+        })
+        for m in pred.mentions:
+            mention_rows.append({
+                "tweet_id": tweet.id, "start": m.start, "end": m.end, "entity": m.entity,
+                "entity_key": m.entity_key, "type": m.type, "sentiment": m.sentiment,
+                "score": m.score, "p_negative": m.probs[0], "created_at": created_at,
+            })
+    return tweet_rows_, mention_rows
+
+
+class BatchProcessor:
+    """Everything the agent does with one micro-batch, apart from Faust's acknowledgement."""
+
+    def __init__(self, settings: Settings, topics: Topics, analyzer: Analyzer,
+                 engine: AsyncEngine, executor: ThreadPoolExecutor) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.analyzer = analyzer
+        self.engine = engine
+        self.executor = executor
+        self.stats = BatchStats()
+
+    async def process(self, events: Sequence[EventT]) -> None:
+        """Validate, analyse, store and publish one batch; returns once it is committed."""
+        now = datetime.now(UTC)
+        good: list[TweetIn] = []
+        created: list[datetime] = []
+        sends: list[asyncio.Future[Any]] = []
+        for event in events:
+            message = event.message
+            try:
+                tweet = parse_tweet(message.value, self.settings.max_text_chars)
+            except InvalidTweet as exc:
+                record = dead_letter_record(message.value, str(exc), message.topic,
+                                            message.partition, message.offset, now)
+                sends.append(await self.topics.dlq.send(key=message.key, value=encode(record),
+                                                        force=True))
+                continue
+            good.append(tweet)
+            created.append((tweet.created_at or _message_time(message.timestamp, now))
+                           .astimezone(UTC))
+        self.stats.rejected += len(events) - len(good)
+
+        predictions: list[TweetPrediction] = []
+        if good:
+            loop = asyncio.get_running_loop()
+            predictions = await loop.run_in_executor(
+                self.executor, self.analyzer.analyze, [t.text for t in good]
+            )
+        tweets, mentions = tweet_rows(good, predictions, created, now,
+                                      self.analyzer.model_version)
+        await self._commit(good, predictions, created, tweets, mentions, sends)
+        self.stats.batches += 1
+        self.stats.maybe_log()
+
+    async def _commit(self, good: Sequence[TweetIn], predictions: Sequence[TweetPrediction],
+                      created: Sequence[datetime], tweets: list[dict[str, Any]],
+                      mentions: list[dict[str, Any]], sends: list[asyncio.Future[Any]]) -> None:
+        """One transaction; retried with backoff while the database is unreachable, so a
+        database outage pauses the stream instead of losing or skipping messages."""
+        delay = 0.5
+        while True:
+            try:
+                async with self.engine.begin() as conn:
+                    new_ids = await store_batch(conn, tweets, mentions)
+                    negatives = await self._publish_negatives(good, predictions, created,
+                                                              new_ids)
+                    # Delivery confirmed before the commit: a crash in between re-sends
+                    # (at-least-once) rather than loses.
+                    await asyncio.gather(*sends, *negatives)
+                break
+            except (DBAPIError, OSError) as exc:
+                log.warning("database write failed (%s); retrying in %.1fs",
+                            str(exc).splitlines()[0], delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _DB_RETRY_MAX_S)
+        self.stats.stored += len(new_ids)
+        self.stats.duplicates += len(tweets) - len(new_ids)
+        self.stats.negative += len(negatives)
+
+    async def _publish_negatives(self, good: Sequence[TweetIn],
+                                 predictions: Sequence[TweetPrediction],
+                                 created: Sequence[datetime],
+                                 new_ids: set[str]) -> list[asyncio.Future[Any]]:
+        futures: list[asyncio.Future[Any]] = []
+        threshold = self.settings.negative_threshold
+        published: set[str] = set()
+        for tweet, pred, created_at in zip(good, predictions, created, strict=True):
+            # Only tweets this transaction stored: older ones were published by an earlier
+            # delivery, and the same id twice in one batch is published once.
+            if tweet.id not in new_ids or tweet.id in published:
+                continue
+            published.add(tweet.id)
+            for mention in pred.mentions:
+                if is_negative(mention, threshold):
+                    record = negative_entity_record(tweet, pred, mention, created_at)
+                    futures.append(await self.topics.negative.send(
+                        key=mention.entity_key.encode("utf-8"), value=encode(record),
+                        force=True))
+        return futures
+
+
+def _message_time(timestamp: float | None, fallback: datetime) -> datetime:
+    """Kafka's message timestamp (seconds) when the tweet carries no ``created_at``."""
+    if not timestamp or timestamp <= 0:
+        return fallback
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def register_analyze_agent(app: faust.App, settings: Settings, topics: Topics) -> None:
+    """Add the analyze agent to ``app``; loads the model now so a missing artifact fails the
+    worker at start, not at the first tweet."""
+    analyzer = Analyzer(settings.model_dir, settings.model_variant, settings.intra_op_threads)
+    executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+    engine = create_engine(settings.database_url)
+    processor = BatchProcessor(settings, topics, analyzer, engine, executor)
+    within = settings.max_latency_ms / 1000.0
+
+    async def analyze(stream: StreamT) -> None:
+        async for events in stream.take_events(settings.max_batch, within=within):
+            for event in events:
+                event.message.incref()  # see the module docstring
+            await processor.process(events)
+            for event in events:
+                event.message.ack(app.consumer)
+
+    app.agent(topics.tweets, name="tweetwatch.analyze")(analyze)
+

@@ -1,0 +1,90 @@
+"""The Faust application: topics and the agents a worker runs.
+
+The embedded broker (librdkafka's mock cluster) has no CreateTopics and Faust's leader topic
+would be one more topic to create, so the app never declares topics itself
+(``topic_allow_declare=False``, ``topic_disable_leader=True``): topics are created beforehand
+by ``tweetwatch topics`` (real Kafka, docker-compose's topic-init step) or by the embedded
+broker. Agents plug in through ``AGENTS``: a name and a ``register(app, settings, topics)``
+function, so ``tweetwatch worker --agent ...`` can run any subset.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import faust
+from faust.types import TopicT
+
+from stream.analyze_agent import register_analyze_agent
+from stream.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The app's topics; every value and key is raw bytes (JSON records, see stream.records)."""
+
+    tweets: TopicT
+    dlq: TopicT
+    negative: TopicT
+    alerts: TopicT
+
+    @property
+    def names(self) -> list[str]:
+        return [t.get_topic_name() for t in (self.tweets, self.dlq, self.negative, self.alerts)]
+
+
+AgentRegistrar = Callable[[faust.App, Settings, Topics], None]
+
+# Agents a worker can run, by name. Each registrar adds its agent(s) to the app.
+AGENTS: dict[str, AgentRegistrar] = {
+    "analyze": register_analyze_agent,
+}
+
+
+def topic_names(settings: Settings) -> list[str]:
+    """Every topic the app reads or writes (what `tweetwatch topics` creates)."""
+    return [settings.topic_tweets, settings.topic_dlq, settings.topic_negative,
+            settings.topic_alerts]
+
+
+def faust_broker_urls(bootstrap_servers: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap_servers.split(",") if host.strip()]
+
+
+def create_app(settings: Settings, agents: Sequence[str] | None = None) -> faust.App:
+    """A Faust app wired to the settings' broker and topics, with the named agents (all by
+    default) registered on it."""
+    chosen = list(AGENTS) if agents is None else list(agents)
+    unknown = sorted(set(chosen) - set(AGENTS))
+    if unknown:
+        raise ValueError(f"unknown agent(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(sorted(AGENTS))}")
+    app = faust.App(
+        settings.app_id,
+        broker=faust_broker_urls(settings.kafka_bootstrap_servers),
+        autodiscover=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # Faust wants a data folder even with in-memory tables; keep it out of the checkout.
+        datadir=Path(tempfile.gettempdir()) / f"tweetwatch-faust-{settings.app_id}",
+    )
+    topics = Topics(
+        tweets=_raw_topic(app, settings.topic_tweets, settings),
+        dlq=_raw_topic(app, settings.topic_dlq, settings),
+        negative=_raw_topic(app, settings.topic_negative, settings),
+        alerts=_raw_topic(app, settings.topic_alerts, settings),
+    )
+    for name in chosen:
+        AGENTS[name](app, settings, topics)
+    return app
+
+
+def _raw_topic(app: faust.App, name: str, settings: Settings) -> TopicT:
+    return app.topic(name, key_serializer="raw", value_serializer="raw",
+                     partitions=settings.topic_partitions)

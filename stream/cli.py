@@ -1,0 +1,323 @@
+"""The ``tweetwatch`` command line.
+
+Settings come from the environment (``TWEETWATCH_*``, see ``tweetwatch config``); options on a
+command override them for that run. Bad arguments and expected failures (no broker, no
+database, no model) end in one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+
+from stream.settings import Settings, get_settings
+
+_EXPECTED_ERRORS = (OSError, ValueError, DBAPIError, RuntimeError)
+
+
+class OneLineErrorGroup(click.Group):
+    """A click group that reports usage and runtime errors as one line (exit status 2 for
+    usage errors, 1 otherwise)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"tweetwatch: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"tweetwatch: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("tweetwatch: aborted", err=True)
+            sys.exit(130)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+@contextmanager
+def user_errors(action: str) -> Iterator[None]:
+    """Turn expected failures (unreachable broker or database, missing files) into a one-line
+    ``ClickException`` that names what was being done."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except _EXPECTED_ERRORS as exc:
+        raise click.ClickException(f"{action}: {_first_line(exc)}") from exc
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with non-None command-line overrides applied."""
+    try:
+        base = get_settings()
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return base.model_copy(update=values) if values else base
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        env = f"TWEETWATCH_{field.upper()}" if field in Settings.model_fields else field
+        raise click.ClickException(f"invalid setting {env}: {err['msg']}") from None
+
+
+def run_async(action: str, coro_factory: Callable[[], Any]) -> Any:
+    with user_errors(action):
+        return asyncio.run(coro_factory())
+
+
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tweetwatch", prog_name="tweetwatch")
+def main() -> None:
+    """tweetwatch: real-time reputation monitoring of entities in tweets.
+
+    Kafka tweets -> joint NER + sentiment (ONNX) -> PostgreSQL history and negative-entity
+    topic -> alerts. Configuration: environment variables, see `tweetwatch config`.
+    """
+
+
+# --- worker -------------------------------------------------------------------------------
+@main.command()
+@click.option("--agent", "agents", multiple=True, metavar="NAME",
+              help="Agent to run (repeatable; default: all registered agents).")
+@click.option("--migrate/--no-migrate", default=True, show_default=True,
+              help="Apply database migrations before starting.")
+@click.option("--loglevel", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+def worker(agents: tuple[str, ...], migrate: bool, loglevel: str) -> None:
+    """Run the stream worker (Faust) until interrupted."""
+    import faust
+
+    from infra.migrate import upgrade
+    from stream.app import create_app
+
+    settings = load_settings()
+    if migrate:
+        with user_errors(f"cannot migrate the database {_safe_url(settings.database_url)}"):
+            upgrade(settings.database_url)
+    with user_errors("cannot start the worker"):
+        app = create_app(settings, list(agents) or None)
+    faust.Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+
+
+# --- publish ------------------------------------------------------------------------------
+@main.command()
+@click.argument("source", type=click.File("r", encoding="utf-8", errors="surrogateescape"))
+@click.option("--topic", default=None,
+              help="Topic to publish to [default: TWEETWATCH_TOPIC_TWEETS].")
+@click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Tweets per second (0 = as fast as possible).")
+def publish(source: Any, topic: str | None, rate: float) -> None:
+    """Publish tweets from SOURCE (a file or - for stdin) to the input topic.
+
+    Each line is a JSON record ({"id": ..., "text": ...}) or the plain text of a tweet, which
+    gets an id derived from its text.
+    """
+    from tqdm import tqdm
+
+    from stream.publish import messages_from_lines, read_lines
+    from stream.publish import publish as send
+
+    settings = load_settings()
+    target = topic or settings.topic_tweets
+    messages = messages_from_lines(read_lines(source))
+    with tqdm(desc=f"publish -> {target}", unit="tweet", disable=None, file=sys.stderr) as bar:
+        sent = run_async(
+            f"cannot publish to {settings.kafka_bootstrap_servers}",
+            lambda: send(settings.kafka_bootstrap_servers, target, messages, rate, bar.update),
+        )
+    click.echo(f"published {sent} messages to {target}", err=True)
+
+
+# --- analyze ------------------------------------------------------------------------------
+@main.command()
+@click.argument("source", type=click.File("r", encoding="utf-8", errors="replace"))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def analyze(source: Any, as_json: bool) -> None:
+    """Analyse tweets from SOURCE (file or -) with the worker's model, without Kafka.
+
+    Lines are JSON records with a "text" (and "id") or plain text.
+    """
+    from stream.offline import analyze_lines
+    from stream.render import analysis_table
+
+    settings = load_settings()
+    with user_errors("cannot analyse"):
+        results = analyze_lines(settings, source)
+        if as_json:
+            for result in results:
+                click.echo(json.dumps(result, ensure_ascii=False))
+        else:
+            analysis_table(list(results))
+
+
+# --- history ------------------------------------------------------------------------------
+@main.command()
+@click.argument("entity")
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="How many days back, today included.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+def history(entity: str, days: int, as_json: bool) -> None:
+    """Daily mentions of ENTITY by sentiment (any spelling: @Apple, #apple, Apple)."""
+    from stream.history import entity_history
+    from stream.storage import create_engine
+    from stream.textproc import entity_key
+
+    if not entity_key(entity):
+        raise click.BadParameter("entity must contain letters or digits", param_hint="ENTITY")
+    settings = load_settings()
+
+    async def query() -> Any:
+        engine = create_engine(settings.database_url)
+        try:
+            return await entity_history(engine, entity, days)
+        finally:
+            await engine.dispose()
+
+    rows = run_async(f"cannot read history from {_safe_url(settings.database_url)}", query)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row.as_json(), ensure_ascii=False))
+        return
+    from stream.render import history_table
+
+    history_table(entity, days, rows)
+
+
+# --- topics -------------------------------------------------------------------------------
+@main.command()
+@click.option("--partitions", type=click.IntRange(min=1), default=None,
+              help="Partitions per topic [default: TWEETWATCH_TOPIC_PARTITIONS].")
+@click.option("--replication", type=click.IntRange(min=1), default=None,
+              help="Replication factor [default: TWEETWATCH_TOPIC_REPLICATION].")
+def topics(partitions: int | None, replication: int | None) -> None:
+    """Create the app's topics on a real Kafka broker (existing ones are left alone)."""
+    from infra.topics import create_topics
+
+    settings = load_settings(topic_partitions=partitions, topic_replication=replication)
+    created = run_async(f"cannot create topics on {settings.kafka_bootstrap_servers}",
+                        lambda: create_topics(settings))
+    for name, was_created in created.items():
+        click.echo(f"{name}: {'created' if was_created else 'exists'}")
+
+
+# --- demo ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--tweets", type=click.IntRange(min=1), default=3000, show_default=True,
+              help="How many real tweets to replay from the shared data.")
+@click.option("--source", type=click.Choice(["topic", "sentiment"]), default="topic",
+              show_default=True,
+              help="topic: SemEval-2017 topic-based test tweets (entity-rich); "
+                   "sentiment: SemEval-2017 4A test tweets.")
+@click.option("--database-url", default=None,
+              help="Store to use [default: a fresh SQLite file in a temporary folder].")
+@click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Replay rate in tweets per second (0 = as fast as possible).")
+def demo(tweets: int, source: str, database_url: str | None, rate: float) -> None:
+    """Everything on this machine: embedded broker, store, worker, replay of real tweets."""
+    from stream.demo import run_demo
+
+    settings = load_settings()
+    with user_errors("demo failed"):
+        run_demo(settings, tweets=tweets, source=source, database_url=database_url, rate=rate)
+
+
+# --- broker -------------------------------------------------------------------------------
+@main.command()
+def broker() -> None:
+    """Run the embedded Kafka-protocol broker (in memory) with the app's topics, until Ctrl-C.
+
+    Prints the bootstrap address; point other commands at it with
+    TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS.
+    """
+    import signal
+    import threading
+
+    from stream.app import topic_names
+    from stream.broker import EmbeddedBroker
+
+    settings = load_settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with user_errors("cannot start the embedded broker"), EmbeddedBroker() as embedded:
+        embedded.create_topics(topic_names(settings), settings.topic_partitions)
+        click.echo(f"TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap_servers}")
+        click.echo(f"topics: {', '.join(topic_names(settings))} "
+                   f"({settings.topic_partitions} partitions); Ctrl-C stops", err=True)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+
+
+# --- db -------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    from infra.migrate import current_revision, upgrade
+
+    settings = load_settings()
+    with user_errors(f"cannot migrate {_safe_url(settings.database_url)}"):
+        upgrade(settings.database_url, revision)
+        click.echo(f"database at revision {current_revision(settings.database_url)}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the database's current migration revision."""
+    from infra.migrate import current_revision
+
+    settings = load_settings()
+    with user_errors(f"cannot read {_safe_url(settings.database_url)}"):
+        click.echo(current_revision(settings.database_url) or "none (not migrated)")
+
+
+# --- config ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--markdown", is_flag=True, help="The README's configuration table.")
+def config(markdown: bool) -> None:
+    """Show every setting: environment variable, current value, default and meaning."""
+    from stream.render import settings_markdown, settings_table
+
+    settings = load_settings()
+    if markdown:
+        click.echo(settings_markdown())
+    else:
+        settings_table(settings)
+
+
+def _safe_url(url: str) -> str:
+    """A database URL with its password hidden, for error messages."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Publishing tweets to the input topic: from files/stdin (`tweetwatch publish`) and from the
+shared research data (the demo's replay).
+
+Input lines are either JSON objects (sent as they are, so the worker's validation decides and
+bad ones land in the dead-letter topic, as they would from any producer) or plain text, which
+becomes a ``{"v": 1, "id", "text"}`` record whose id is derived from the text: publishing the
+same file twice stores each tweet once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from aiokafka import AIOKafkaProducer
+
+from stream.records import encode, tweet_record
+
+# Real tweets in the shared data, by name: (file relative to the data folder, text column).
+REPLAY_SOURCES: dict[str, tuple[str, int]] = {
+    "topic": ("targeted_sentiment/semeval2017_topic/test.tsv", 2),
+    "sentiment": ("sentiment/test.tsv", 1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message ready for the input topic."""
+
+    key: bytes | None
+    value: bytes
+
+
+def text_id(text: str) -> str:
+    """Stable id for a plain-text tweet (same text, same id)."""
+    return "txt-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+def line_to_message(line: str) -> Outgoing | None:
+    """A message for one input line; None for a blank line.
+
+    Lines that start with ``{`` are JSON records and are sent unchanged (keyed by their id
+    when it can be read); anything else is the text of a tweet.
+    """
+    stripped = line.strip()
+    if not stripped:
+        return None
+    if stripped.startswith("{"):
+        key: bytes | None = None
+        try:
+            doc = json.loads(stripped)
+            if isinstance(doc, dict) and isinstance(doc.get("id"), str | int):
+                key = str(doc["id"]).encode("utf-8")
+        except json.JSONDecodeError:
+            pass  # the worker rejects it to the dead-letter topic with the reason
+        return Outgoing(key, stripped.encode("utf-8", "surrogateescape"))
+    try:
+        stripped.encode("utf-8")
+    except UnicodeEncodeError:
+        # Undecodable bytes (read with surrogateescape) go out as they came; the worker
+        # rejects them to the dead-letter topic as invalid UTF-8.
+        return Outgoing(None, stripped.encode("utf-8", "surrogateescape"))
+    tweet_id = text_id(stripped)
+    return Outgoing(tweet_id.encode("utf-8"), encode(tweet_record(tweet_id, stripped)))
+
+
+def messages_from_lines(lines: Iterable[str]) -> Iterator[Outgoing]:
+    for line in lines:
+        message = line_to_message(line)
+        if message is not None:
+            yield message
+
+
+def read_shared_tweets(data_dir: Path, source: str = "topic") -> list[str]:
+    """Tweet texts of one shared data file (see ``REPLAY_SOURCES``)."""
+    if source not in REPLAY_SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose from {', '.join(REPLAY_SOURCES)}")
+    relative, column = REPLAY_SOURCES[source]
+    path = Path(data_dir) / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"shared data file not found: {path} (set TWEETWATCH_DATA_DIR)")
+    texts = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) > column and parts[column].strip():
+                texts.append(parts[column].strip())
+    return texts
+
+
+def replay_messages(data_dir: Path, count: int, source: str = "topic",
+                    seed: int = 13) -> list[Outgoing]:
+    """``count`` real tweets from the shared data, shuffled with a fixed seed, each with a
+    replay id (``<source>-<line>``) so a replay is idempotent too."""
+    texts = read_shared_tweets(data_dir, source)
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    chosen = order[: min(count, len(order))]
+    out = []
+    for index in chosen:
+        tweet_id = f"{source}-{index}"
+        out.append(Outgoing(tweet_id.encode(), encode(tweet_record(tweet_id, texts[index]))))
+    return out
+
+
+async def _paced(messages: Iterable[Outgoing], rate: float) -> AsyncIterator[Outgoing]:
+    start = time.monotonic()
+    for sent, message in enumerate(messages):
+        if rate > 0:
+            due = start + sent / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        yield message
+
+
+async def publish(bootstrap_servers: str, topic: str, messages: Iterable[Outgoing],
+                  rate: float = 0.0, on_sent: Callable[[int], None] | None = None) -> int:
+    """Send messages (at ``rate`` per second, 0 = as fast as possible); returns how many the
+    broker acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
+                                linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    sent = 0
+    try:
+        pending: list[asyncio.Future[object]] = []
+        async for message in _paced(messages, rate):
+            pending.append(await producer.send(topic, message.value, key=message.key))
+            if len(pending) >= 500:
+                await asyncio.gather(*pending)
+                sent += len(pending)
+                if on_sent:
+                    on_sent(len(pending))
+                pending = []
+        await asyncio.gather(*pending)
+        sent += len(pending)
+        if on_sent and pending:
+            on_sent(len(pending))
+    finally:
+        await producer.stop()
+    return sent
+
+
+def read_lines(source: IO[str]) -> Iterator[str]:
+    """Lines of a text stream (a file or stdin), newline stripped."""
+    for line in source:
+        yield line.rstrip("\n")
