@@ -1,0 +1,215 @@
+"""The alert policy: window, minimum count, negative share, cooldown, idempotent storage.
+
+The pure decision is tested directly; the counting runs against a real PostgreSQL database
+(migrated with the project's Alembic migrations) because it is a SQL range query.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from stream.alerting import (
+    AlertPolicy,
+    InvalidNegativeRecord,
+    NegativeMention,
+    WindowStats,
+    alert_exists,
+    alert_id_for,
+    cooldown_blocker,
+    decide,
+    insert_alert,
+    parse_negative_record,
+    recent_alerts,
+    window_for,
+    window_stats,
+)
+from stream.storage import create_engine, store_batch
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+POLICY = AlertPolicy(window_s=300, min_negative=3, min_negative_share=0.5, cooldown_s=900,
+                     negative_threshold=0.5)
+
+
+def stats(negative: int, total: int) -> WindowStats:
+    return WindowStats(negative, total, tuple(str(i) for i in range(negative)), ())
+
+
+# --- pure policy ---------------------------------------------------------------------------
+
+
+def test_min_count_share_and_cooldown_decide():
+    assert not decide(POLICY, stats(2, 2), None).fire
+    assert "2 negative mentions < 3" in decide(POLICY, stats(2, 2), None).reason
+    assert decide(POLICY, stats(3, 6), None).fire  # share 0.5 is enough
+    assert "share 0.43 < 0.50" in decide(POLICY, stats(3, 7), None).reason
+    blocked = decide(POLICY, stats(5, 5), "acme:1-2")
+    assert not blocked.fire and "cooldown after alert acme:1-2" in blocked.reason
+    seeds = AlertPolicy(300, 1, 0.0, 0, 0.5)  # one alert per negative mention
+    assert decide(seeds, stats(1, 10), None).fire
+
+
+def test_window_and_alert_id_are_deterministic():
+    start, end = window_for(POLICY, T0)
+    assert (start, end) == (T0 - timedelta(minutes=5), T0)
+    assert alert_id_for("verizon", start, end) == "verizon:1795262100000-1795262400000"
+    assert alert_id_for("verizon", start, end) == alert_id_for("verizon", *window_for(POLICY, T0))
+
+
+def record(**overrides) -> bytes:
+    doc = {"v": 1, "tweet_id": "1", "entity": "Verizon", "entity_key": "verizon",
+           "type": "company", "sentiment": "negative", "score": 0.9, "tweet_sentiment": "negative",
+           "text": "Verizon is down", "created_at": "2026-11-21T12:00:00+00:00"}
+    doc.update(overrides)
+    return json.dumps({k: v for k, v in doc.items() if v is not None}).encode()
+
+
+def test_parse_negative_record():
+    mention = parse_negative_record(record(created_at="2026-11-21T13:00:00+01:00"))
+    assert mention.created_at == T0 and mention.created_at.tzinfo is UTC
+    assert (mention.entity_key, mention.type, mention.score) == ("verizon", "company", 0.9)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty"),
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (record(v=2), "version"),
+        (record(entity_key=None), "'entity_key' missing"),
+        (record(text=""), "'text' missing"),
+        (record(score="high"), "'score' is not a number"),
+        (record(created_at="yesterday"), "ISO-8601"),
+    ],
+)
+def test_bad_negative_records_are_rejected_with_a_reason(raw, reason):
+    with pytest.raises(InvalidNegativeRecord, match=reason):
+        parse_negative_record(raw)
+
+
+# --- counting in PostgreSQL ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    import os
+    import uuid
+
+    import psycopg
+
+    from infra.migrate import upgrade
+
+    name = f"tw_alert_policy_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+    yield url
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def engine(pg_url):
+    eng = create_engine(pg_url)
+    async with eng.begin() as conn:
+        for table in ("alerts", "entity_mentions", "tweets"):
+            await conn.exec_driver_sql(f"DELETE FROM {table}")
+    yield eng
+    await eng.dispose()
+
+
+async def add(engine, tweet_id: str, at: datetime, sentiment: str = "negative",
+              p_negative: float = 0.9, key: str = "verizon") -> None:
+    tweet = {"id": tweet_id, "text": f"tweet {tweet_id} about {key}", "created_at": at,
+             "ingested_at": at, "author": None, "lang": None, "sentiment": sentiment,
+             "p_negative": p_negative, "p_neutral": 0.05, "p_positive": 0.05,
+             "model_version": "test"}
+    mention = {"tweet_id": tweet_id, "start": 6, "end": 13, "entity": key.title(),
+               "entity_key": key, "type": "company", "sentiment": sentiment,
+               "score": p_negative if sentiment == "negative" else 0.8,
+               "p_negative": p_negative, "created_at": at}
+    async with engine.begin() as conn:
+        await store_batch(conn, [tweet], [mention])
+
+
+def mention_at(tweet_id: str, at: datetime, key: str = "verizon") -> NegativeMention:
+    return NegativeMention(tweet_id, key.title(), key, "company", 0.9, f"tweet {tweet_id}", at)
+
+
+async def test_window_counts_all_mentions_in_the_half_open_window(engine):
+    await add(engine, "old", T0 - timedelta(seconds=300))  # exactly at the start: outside
+    await add(engine, "n1", T0 - timedelta(seconds=299))
+    await add(engine, "n2", T0 - timedelta(seconds=10))
+    await add(engine, "weak", T0 - timedelta(seconds=9), p_negative=0.4)  # under threshold
+    await add(engine, "neu", T0 - timedelta(seconds=8), sentiment="neutral", p_negative=0.1)
+    await add(engine, "other", T0 - timedelta(seconds=7), key="comcast")
+    await add(engine, "n3", T0)
+    await add(engine, "later", T0 + timedelta(seconds=1))  # after the mention: outside
+    async with engine.connect() as conn:
+        got = await window_stats(conn, POLICY, mention_at("n3", T0))
+    assert (got.negative_mentions, got.mentions) == (3, 5)
+    assert got.tweet_ids == ("n3", "n2", "n1")  # newest first
+    assert got.texts[0] == "tweet n3 about verizon"
+    assert decide(POLICY, got, None).fire
+
+
+async def test_share_below_threshold_does_not_fire(engine):
+    for i in range(3):
+        await add(engine, f"n{i}", T0 - timedelta(seconds=i))
+    for i in range(4):
+        await add(engine, f"p{i}", T0 - timedelta(seconds=i), sentiment="positive",
+                  p_negative=0.05)
+    async with engine.connect() as conn:
+        got = await window_stats(conn, POLICY, mention_at("n0", T0))
+    assert (got.negative_mentions, got.mentions) == (3, 7)
+    assert not decide(POLICY, got, None).fire
+
+
+async def test_triggering_mention_counts_even_if_not_stored(engine):
+    await add(engine, "n1", T0 - timedelta(seconds=5))
+    async with engine.connect() as conn:
+        got = await window_stats(conn, POLICY, mention_at("unseen", T0))
+    assert (got.negative_mentions, got.mentions) == (2, 2)
+    assert got.tweet_ids == ("unseen", "n1") and got.texts[0] == "tweet unseen"
+
+
+def alert_row(key: str, end: datetime) -> dict:
+    start = end - timedelta(seconds=300)
+    return {"v": 1, "alert_id": alert_id_for(key, start, end), "entity": key.title(),
+            "entity_key": key, "type": "company", "window_start": start.isoformat(),
+            "window_end": end.isoformat(), "negative_mentions": 3, "mentions": 4,
+            "tweet_ids": ["a", "b", "c"], "text": f"Alert: {key} trouble", "generator": "template",
+            "model": None, "created_at": end.isoformat()}
+
+
+async def test_cooldown_and_idempotent_insert(engine):
+    first = alert_row("verizon", T0)
+    async with engine.begin() as conn:
+        assert await insert_alert(conn, first)
+        assert not await insert_alert(conn, first)  # the same alert id: nothing new
+    async with engine.connect() as conn:
+        assert await alert_exists(conn, first["alert_id"])
+        just_inside = T0 + timedelta(seconds=899)
+        assert await cooldown_blocker(conn, POLICY, "verizon", just_inside) == first["alert_id"]
+        assert await cooldown_blocker(conn, POLICY, "verizon", T0 + timedelta(seconds=900)) is None
+        assert await cooldown_blocker(conn, POLICY, "comcast", T0) is None
+        no_cooldown = AlertPolicy(300, 1, 0.0, 0, 0.5)
+        assert await cooldown_blocker(conn, no_cooldown, "verizon", T0) is None
+        stored = await recent_alerts(conn, 10)
+    assert stored == [first]
+
+
+async def test_recent_alerts_order_and_follow_mark(engine):
+    rows = [alert_row(k, T0 + timedelta(seconds=i)) for i, k in enumerate(["a", "b", "c"])]
+    async with engine.begin() as conn:
+        for row in rows:
+            await insert_alert(conn, row)
+    async with engine.connect() as conn:
+        assert [a["entity_key"] for a in await recent_alerts(conn, 2)] == ["b", "c"]
+        mark = (datetime.fromisoformat(rows[0]["created_at"]), rows[0]["alert_id"])
+        assert [a["entity_key"] for a in await recent_alerts(conn, 10, after=mark)] == ["b", "c"]
