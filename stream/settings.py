@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     topic_alerts: str = Field("alerts", description="Alerts written by the alert worker.")
     topic_partitions: int = Field(4, ge=1, description="Partitions when creating topics.")
     topic_replication: int = Field(1, ge=1, description="Replication factor when creating topics.")
+    kafka_session_timeout_s: float = Field(
+        10.0,
+        ge=1.0,
+        description="Consumer-group session timeout: how long a dead worker keeps its "
+        "partitions before the group hands them to the others.",
+    )
 
     # --- Storage ---------------------------------------------------------------------------
     database_url: str = Field(
