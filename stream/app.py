@@ -18,6 +18,7 @@ from pathlib import Path
 import faust
 from faust.types import TopicT
 
+from stream.alert_agent import register_alert_agent
 from stream.analyze_agent import register_analyze_agent
 from stream.settings import Settings
 
@@ -41,6 +42,7 @@ AgentRegistrar = Callable[[faust.App, Settings, Topics], None]
 # Agents a worker can run, by name. Each registrar adds its agent(s) to the app.
 AGENTS: dict[str, AgentRegistrar] = {
     "analyze": register_analyze_agent,
+    "alert": register_alert_agent,
 }
 
 
@@ -71,6 +73,9 @@ def create_app(settings: Settings, agents: Sequence[str] | None = None) -> faust
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 5),
+        broker_rebalance_timeout=settings.kafka_session_timeout_s,
         # Faust wants a data folder even with in-memory tables; keep it out of the checkout.
         datadir=Path(tempfile.gettempdir()) / f"tweetwatch-faust-{settings.app_id}",
     )

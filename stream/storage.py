@@ -9,7 +9,7 @@ The schema itself is owned by the Alembic migrations in ``infra/migrations``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,10 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-# Keep each multi-row INSERT under the drivers' bound-parameter limits (SQLite: 32766,
-# PostgreSQL: 65535).
-_MAX_PARAMS_PER_STATEMENT = 30000
 
 
 class Base(DeclarativeBase):
@@ -120,28 +116,24 @@ def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     raise ValueError(f"unsupported database dialect {name!r} (use PostgreSQL or SQLite)")
 
 
-def _chunks(rows: Sequence[dict[str, Any]], columns: int) -> Iterable[Sequence[dict[str, Any]]]:
-    size = max(1, _MAX_PARAMS_PER_STATEMENT // max(columns, 1))
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
-
-
 async def insert_ignore(conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]],
                         returning: sa.Column[Any] | None = None) -> list[Any]:
-    """Multi-row ``INSERT ... ON CONFLICT DO NOTHING``; returns the ``returning`` column of the
-    rows that were new (so the caller knows what a redelivery already stored)."""
+    """Bulk ``INSERT ... ON CONFLICT DO NOTHING``; returns the ``returning`` column of the rows
+    that were new (so the caller knows what a redelivery had already stored).
+
+    Executed as one executemany: SQLAlchemy's "insertmanyvalues" turns it into multi-row
+    INSERTs (pages of up to 1000 rows, within the drivers' parameter limits) from a statement
+    compiled once and cached, about twice as fast as one literal multi-row ``VALUES``.
+    """
     if not rows:
         return []
     pk = [col.name for col in table.primary_key.columns]
-    inserted: list[Any] = []
-    for chunk in _chunks(rows, len(rows[0])):
-        stmt = _insert(conn, table).values(list(chunk)).on_conflict_do_nothing(index_elements=pk)
-        if returning is not None:
-            result = await conn.execute(stmt.returning(returning))
-            inserted.extend(result.scalars().all())
-        else:
-            await conn.execute(stmt)
-    return inserted
+    stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=pk)
+    if returning is None:
+        await conn.execute(stmt, list(rows))
+        return []
+    result = await conn.execute(stmt.returning(returning), list(rows))
+    return list(result.scalars().all())
 
 
 async def store_batch(conn: AsyncConnection, tweets: Sequence[dict[str, Any]],

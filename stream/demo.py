@@ -1,0 +1,221 @@
+"""``tweetwatch demo``: the whole pipeline on one machine with nothing running beforehand.
+
+Embedded Kafka-protocol broker -> ``tweetwatch worker`` (a child process, as in production) ->
+a SQLite store migrated by Alembic (or the given database) -> replay of real tweets from the
+shared data. While it replays, negative entity mentions (and alerts, when an alert agent is
+registered) are printed as they arrive on their topics; at the end, the reputation history of
+the most-mentioned entities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from infra.migrate import upgrade
+from stream.app import topic_names
+from stream.broker import EmbeddedBroker
+from stream.history import entity_history, top_entities
+from stream.publish import publish, replay_messages
+from stream.settings import Settings
+from stream.storage import EntityMention, Tweet, create_engine
+from stream.worker_process import WorkerProcess
+
+_PRINT_NEGATIVES = 25
+_PRINT_ALERTS = 10
+_TOP_ENTITIES = 8
+_WORKER_TIMEOUT_S = 600.0
+
+
+@dataclass(slots=True)
+class Tally:
+    stored: int = 0
+    rejected: int = 0
+    negatives: int = 0
+    alerts: int = 0
+
+
+async def _count_rows(engine: sa.ext.asyncio.AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(Tweet))).scalar())
+
+
+async def _topic_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A group-less consumer reading every partition of ``topic`` from the start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    await consumer.topics()  # loads the cluster metadata
+    partitions = consumer.partitions_for_topic(topic) or set()
+    if not partitions:
+        await consumer.stop()
+        raise RuntimeError(f"topic {topic!r} has no partitions")
+    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+    await consumer.seek_to_beginning()
+    return consumer
+
+
+async def _watch(consumer: AIOKafkaConsumer, console: Console, tally: Tally, kind: str,
+                 stop: asyncio.Event) -> None:
+    """Print records of the negative-entity / alerts / DLQ topics as they arrive."""
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    _show(json.loads(record.value), console, tally, kind)
+    finally:
+        await consumer.stop()
+
+
+def _show(doc: dict, console: Console, tally: Tally, kind: str) -> None:
+    if kind == "negative":
+        tally.negatives += 1
+        if tally.negatives <= _PRINT_NEGATIVES:
+            text = " ".join(doc["text"].split())[:90]
+            console.print(f"[red]negative[/] [bold]{escape(doc['entity'])}[/] ({doc['type']}, "
+                          f"p={doc['score']:.2f}, tweet {doc['tweet_sentiment']}): "
+                          f"[dim]{escape(text)}[/]")
+        elif tally.negatives == _PRINT_NEGATIVES + 1:
+            console.print("[dim]... more negative mentions stream on; counted below[/]")
+    elif kind == "alerts":
+        tally.alerts += 1
+        if tally.alerts <= _PRINT_ALERTS:
+            console.print(f"[magenta]ALERT[/] [bold]{escape(str(doc.get('entity')))}[/] "
+                          f"({doc.get('generator')}): {escape(str(doc.get('text')))}")
+    else:
+        tally.rejected += 1
+
+
+async def _run(settings: Settings, count: int, source: str, rate: float,
+               worker: WorkerProcess, console: Console) -> Tally:
+    messages = replay_messages(settings.data_dir, count, source)
+    bootstrap = settings.kafka_bootstrap_servers
+    tally = Tally()
+    stop = asyncio.Event()
+    watchers = [
+        asyncio.create_task(_watch(await _topic_consumer(bootstrap, topic), console, tally,
+                                   kind, stop))
+        for topic, kind in ((settings.topic_negative, "negative"),
+                            (settings.topic_alerts, "alerts"), (settings.topic_dlq, "dlq"))
+    ]
+    engine = create_engine(settings.database_url)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            replay = progress.add_task("replaying tweets  ", total=len(messages))
+            stored = progress.add_task("analysed + stored ", total=len(messages))
+            sender = asyncio.create_task(publish(
+                bootstrap, settings.topic_tweets, messages, rate,
+                lambda n: progress.advance(replay, n)))
+            deadline = time.monotonic() + _WORKER_TIMEOUT_S
+            while True:
+                tally.stored = await _count_rows(engine)
+                progress.update(stored, completed=tally.stored + tally.rejected)
+                if sender.done():
+                    sender.result()  # re-raise a publishing failure
+                    if tally.stored + tally.rejected >= len(messages):
+                        break
+                if not worker.alive():
+                    raise RuntimeError(f"the worker exited (status {worker.returncode()}); "
+                                       f"its log: {worker.log_path}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"worker did not finish in {_WORKER_TIMEOUT_S:.0f}s; "
+                                       f"its log: {worker.log_path}")
+                await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)  # let the last negative mentions arrive on their topic
+        stop.set()
+        await asyncio.gather(*watchers)
+        await _print_samples(engine, console)
+        await _print_history(engine, console)
+    finally:
+        stop.set()
+        for task in watchers:
+            task.cancel()
+        await engine.dispose()
+    return tally
+
+
+async def _print_samples(engine: sa.ext.asyncio.AsyncEngine, console: Console) -> None:
+    """A few analysed tweets with their entities, as stored."""
+    query = (sa.select(Tweet.id, Tweet.sentiment, Tweet.text)
+             .where(Tweet.id.in_(sa.select(EntityMention.tweet_id)))
+             .order_by(Tweet.ingested_at.desc(), Tweet.id).limit(8))
+    async with engine.connect() as conn:
+        tweets = (await conn.execute(query)).all()
+        ids = [t.id for t in tweets]
+        mentions = (await conn.execute(
+            sa.select(EntityMention.tweet_id, EntityMention.entity, EntityMention.type,
+                      EntityMention.sentiment, EntityMention.score)
+            .where(EntityMention.tweet_id.in_(ids)).order_by(EntityMention.start))).all()
+    table = Table(title="sample of analysed tweets (as stored)")
+    table.add_column("tweet sentiment")
+    table.add_column("entities: type, sentiment toward it")
+    table.add_column("text", overflow="fold")
+    for tweet in tweets:
+        ents = "; ".join(f"{escape(m.entity)} ({m.type}, {m.sentiment} {m.score:.2f})"
+                         for m in mentions if m.tweet_id == tweet.id)
+        table.add_row(tweet.sentiment, ents, escape(" ".join(tweet.text.split())[:140]))
+    console.print(table)
+
+
+async def _print_history(engine: sa.ext.asyncio.AsyncEngine, console: Console) -> None:
+    """The reputation history table of the most-mentioned entities."""
+    table = Table(title="reputation history: most-mentioned entities (entity_daily_history)")
+    for column in ("entity", "day", "mentions", "negative", "neutral", "positive",
+                   "negative share"):
+        table.add_column(column, justify="left" if column in ("entity", "day") else "right")
+    for total in await top_entities(engine, _TOP_ENTITIES, days=7):
+        for day in await entity_history(engine, total.entity_key, days=7):
+            table.add_row(escape(day.entity), day.day.isoformat(), str(day.mentions),
+                          str(day.negative), str(day.neutral), str(day.positive),
+                          f"{day.negative_share:.0%}")
+    console.print(table)
+
+
+def run_demo(settings: Settings, tweets: int, source: str, database_url: str | None,
+             rate: float, console: Console | None = None) -> None:
+    """Set everything up, replay ``tweets`` real tweets, print what the pipeline found."""
+    console = console or Console()
+    if not settings.model_path.is_file():
+        raise FileNotFoundError(f"model artifact not found: {settings.model_path}")
+    workdir = Path(tempfile.mkdtemp(prefix="tweetwatch-demo-"))
+    db_url = database_url or f"sqlite+aiosqlite:///{workdir / 'tweetwatch.db'}"
+    started = time.monotonic()
+    with EmbeddedBroker() as broker:
+        broker.create_topics(topic_names(settings), settings.topic_partitions)
+        demo_settings = settings.model_copy(update={
+            "kafka_bootstrap_servers": broker.bootstrap_servers,
+            "database_url": db_url,
+            "app_id": "tweetwatch-demo",
+        })
+        console.print(f"embedded Kafka-protocol broker on [bold]{broker.bootstrap_servers}"
+                      f"[/]; topics: {', '.join(topic_names(settings))}")
+        upgrade(db_url)
+        console.print(f"store: {db_url} (migrated to head)")
+        worker = WorkerProcess(demo_settings, workdir / "worker.log").start()
+        console.print(f"worker started (pid {worker.pid}, log {worker.log_path}); alerts use "
+                      + (f"the LLM at {settings.llm_base_url}" if settings.llm_base_url
+                         else "the template text (no TWEETWATCH_LLM_BASE_URL set)"))
+        try:
+            tally = asyncio.run(_run(demo_settings, tweets, source, rate, worker, console))
+        finally:
+            worker.stop()
+    elapsed = time.monotonic() - started
+    console.print(
+        f"[bold]done[/] in {elapsed:.0f}s: {tally.stored} tweets stored, {tally.rejected} "
+        f"rejected to the DLQ, {tally.negatives} negative entity mentions published, "
+        f"{tally.alerts} alerts")
+    console.print(f"query it: TWEETWATCH_DATABASE_URL='{db_url}' tweetwatch history "
+                  "\"<entity>\" --days 1")

@@ -1,0 +1,105 @@
+"""Shared fixtures: a real Kafka-protocol broker and a real PostgreSQL database per test run.
+
+- ``broker``: the embedded broker (librdkafka mock cluster), or the Kafka cluster named by
+  ``KAFKA_BOOTSTRAP_SERVERS`` when that is set (topics are then created through the admin API).
+- ``pg_url``: a fresh database on 127.0.0.1:5432 (override the server with
+  ``TWEETWATCH_TEST_POSTGRES``), migrated by Alembic, dropped at the end of the run.
+- ``topic_settings``: Settings with topics and a consumer group of their own for one test, so
+  tests never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from infra.migrate import upgrade
+from stream.broker import EmbeddedBroker
+from stream.settings import Settings
+
+RUN_ID = uuid.uuid4().hex[:8]
+PG_SERVER = os.environ.get("TWEETWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+class Broker:
+    """The broker tests talk to: embedded, or a real cluster from KAFKA_BOOTSTRAP_SERVERS."""
+
+    def __init__(self, bootstrap_servers: str, embedded: EmbeddedBroker | None) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.embedded = embedded
+
+    def create_topics(self, names: list[str], partitions: int) -> None:
+        if self.embedded is not None:
+            self.embedded.create_topics(names, partitions)
+            return
+
+        async def create() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+            finally:
+                await admin.close()
+
+        asyncio.run(create())
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield Broker(external, None)
+        return
+    with EmbeddedBroker() as embedded:
+        yield Broker(embedded.bootstrap_servers, embedded)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"tweetwatch_test_{RUN_ID}"
+    admin_url = f"{PG_SERVER}/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_SERVER.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite store in the test's temporary folder (the demo's kind of store)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def topic_settings(broker: Broker, pg_url: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings on the test broker and database with this test's own topics and group."""
+    prefix = f"t{RUN_ID}-{request.node.name[:40].replace('[', '-').replace(']', '')}"
+    settings = Settings(
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        database_url=pg_url,
+        app_id=f"{prefix}-app",
+        topic_tweets=f"{prefix}-tweets",
+        topic_dlq=f"{prefix}-dlq",
+        topic_negative=f"{prefix}-negative",
+        topic_alerts=f"{prefix}-alerts",
+        topic_partitions=4,
+        max_batch=32,
+        max_latency_ms=50,
+    )
+    broker.create_topics([settings.topic_tweets, settings.topic_dlq, settings.topic_negative,
+                          settings.topic_alerts], settings.topic_partitions)
+    return settings

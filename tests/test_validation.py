@@ -1,0 +1,99 @@
+"""Validation of incoming messages: every kind of bad input gets a clear reason."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from stream.publish import line_to_message, text_id
+from stream.records import InvalidTweet, dead_letter_record, parse_tweet
+
+LIMIT = 280
+
+
+def _raw(doc: object) -> bytes:
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty message"),
+        (None, "empty message"),
+        (b'{"id": "1", "text": "hi"', "malformed JSON"),
+        (b"not json at all", "malformed JSON"),
+        (b"\xff\xfe{}", "invalid UTF-8 at byte 0"),
+        (b'{"id": "1", "text": "caf\xe9"}', "invalid UTF-8"),
+        (_raw(["id", "text"]), "expected a JSON object, got list"),
+        (_raw({"text": "hello"}), "missing field 'id'"),
+        (_raw({"id": "1"}), "missing field 'text'"),
+        (_raw({"id": "1", "text": ""}), "field 'text' is empty"),
+        (_raw({"id": "1", "text": "   \n\t"}), "field 'text' is empty"),
+        (_raw({"id": "1", "text": "x" * (LIMIT + 1)}), "more than the limit of 280"),
+        (_raw({"id": "1", "text": 42}), "field 'text' must be a string, got int"),
+        (_raw({"id": ["1"], "text": "hi"}), "field 'id' must be a string, got list"),
+        (_raw({"id": True, "text": "hi"}), "field 'id' must be a string, got bool"),
+        (_raw({"id": " ", "text": "hi"}), "field 'id' is empty"),
+        (_raw({"id": "1", "text": "hi", "created_at": 17}), "must be an ISO-8601 string"),
+        (_raw({"id": "1", "text": "hi", "created_at": "yesterday"}), "is not ISO-8601"),
+        (_raw({"id": "1", "text": "hi", "author": {"n": 1}}), "field 'author' must be a string"),
+        (_raw({"id": "1", "text": "a\u0000b"}), "contains a NUL character"),
+        (b'{"id": "1", "text": "lone \\ud800 surrogate"}', "unpaired UTF-16 surrogate"),
+        (_raw({"v": 2, "id": "1", "text": "hi"}), "unsupported record version 2"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_reason(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(InvalidTweet) as caught:
+        parse_tweet(raw, LIMIT)
+    assert reason in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_good_record_is_parsed() -> None:
+    tweet = parse_tweet(_raw({"v": 1, "id": "t1", "text": "Apple is great",
+                              "created_at": "2024-03-01T10:00:00", "author": "a",
+                              "lang": "en"}), LIMIT)
+    assert tweet.id == "t1"
+    assert tweet.text == "Apple is great"
+    assert tweet.created_at == datetime(2024, 3, 1, 10, tzinfo=UTC)
+    assert (tweet.author, tweet.lang) == ("a", "en")
+
+
+def test_numeric_ids_and_offsets_are_accepted() -> None:
+    tweet = parse_tweet(_raw({"id": 1234567890123, "text": "hi",
+                              "created_at": "2024-03-01T10:00:00+02:00"}), LIMIT)
+    assert tweet.id == "1234567890123"
+    assert tweet.created_at.utcoffset().total_seconds() == 7200
+
+
+def test_text_at_the_limit_is_accepted() -> None:
+    assert len(parse_tweet(_raw({"id": "1", "text": "y" * LIMIT}), LIMIT).text) == LIMIT
+
+
+def test_dead_letter_keeps_the_raw_payload() -> None:
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    text = dead_letter_record(b'{"id": 1', "malformed JSON", "tweets", 2, 17, now)
+    assert text["payload"] == '{"id": 1' and text["payload_encoding"] == "utf-8"
+    assert (text["source_topic"], text["source_partition"], text["source_offset"]) == (
+        "tweets", 2, 17)
+    assert text["v"] == 1 and text["reason"] == "malformed JSON"
+    binary = dead_letter_record(b"\xff\x00", "invalid UTF-8 at byte 0", "tweets", 0, 0, now)
+    assert binary["payload_encoding"] == "base64"
+    assert base64.b64decode(binary["payload"]) == b"\xff\x00"
+
+
+def test_publish_lines() -> None:
+    plain = line_to_message("Microsoft stock is down again")
+    assert plain is not None and plain.key == text_id("Microsoft stock is down again").encode()
+    doc = json.loads(plain.value)
+    assert doc == {"v": 1, "id": text_id("Microsoft stock is down again"),
+                   "text": "Microsoft stock is down again"}
+    record = line_to_message('{"id": 7, "text": "hello"}')
+    assert record is not None and record.key == b"7"
+    assert record.value == b'{"id": 7, "text": "hello"}'
+    broken = line_to_message('{"id": 7, "text": ')
+    assert broken is not None and broken.key is None  # sent as is; the worker rejects it
+    assert line_to_message("   ") is None
