@@ -18,6 +18,7 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from stream.alerts_cli import alerts_command
 from stream.settings import Settings, get_settings
 
 _EXPECTED_ERRORS = (OSError, ValueError, DBAPIError, RuntimeError)
@@ -317,6 +318,8 @@ def _safe_url(url: str) -> str:
     except ArgumentError:
         return url
 
+
+main.add_command(alerts_command)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""The alert agent: negative entity mentions in, alerts out (topic + ``alerts`` table).
+
+Per message on the negative-entity topic (keyed by entity key, so one entity's mentions arrive
+in order on one partition and are handled one at a time):
+
+1. validate the record (a bad one goes to the dead-letter topic with the reason);
+2. compute the deterministic ``alert_id`` (entity key + window) and stop if it is stored
+   already -- a redelivery or a restart never calls the LLM or publishes twice;
+3. count the entity's mentions in the window and apply the policy (``stream.alerting``);
+4. write the text: the LLM when configured and healthy, else the template (``stream.prompts``);
+5. in one transaction: insert the alert (``ON CONFLICT DO NOTHING``), publish it to the alerts
+   topic and wait for the broker's acknowledgement, commit. Only then is the message's offset
+   acknowledged (the same ``incref`` discipline as the analyze agent), so a crash before the
+   commit redelivers the mention and nothing is lost.
+
+The LLM call is async with a timeout, retries and a circuit breaker, so a slow or dead
+endpoint costs at most ``llm_timeout_s`` x (retries + 1) per alert until the breaker opens,
+and then nothing: alerts go out with the template text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import faust
+from faust.types import StreamT
+from faust.types.tuples import Message
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stream.alerting import (
+    AlertPolicy,
+    InvalidNegativeRecord,
+    NegativeMention,
+    alert_exists,
+    alert_id_for,
+    cooldown_blocker,
+    decide,
+    insert_alert,
+    parse_negative_record,
+    window_for,
+    window_stats,
+)
+from stream.llm import ChatClient
+from stream.prompts import AlertContext, write_alert
+from stream.records import WIRE_VERSION, dead_letter_record, encode
+from stream.settings import Settings
+from stream.storage import create_engine
+
+if TYPE_CHECKING:
+    from stream.app import Topics
+
+log = logging.getLogger(__name__)
+
+_DB_RETRY_MAX_S = 30.0
+
+
+class AlertWorker:
+    """What the agent does with one negative-entity message, apart from Faust's ack."""
+
+    def __init__(self, settings: Settings, topics: Topics, engine: AsyncEngine,
+                 client: ChatClient | None) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.engine = engine
+        self.client = client
+        self.policy = AlertPolicy.from_settings(settings)
+
+    async def handle(self, message: Message) -> dict[str, Any] | None:
+        """Process one message; returns the alert it published, if any."""
+        try:
+            mention = parse_negative_record(message.value)
+        except InvalidNegativeRecord as exc:
+            record = dead_letter_record(message.value, str(exc), message.topic,
+                                        message.partition, message.offset, datetime.now(UTC))
+            await (await self.topics.dlq.send(key=message.key, value=encode(record),
+                                              force=True))
+            log.warning("negative-entity record to the DLQ: %s", exc)
+            return None
+        return await self._retrying_db(self._evaluate, mention)
+
+    async def _evaluate(self, mention: NegativeMention) -> dict[str, Any] | None:
+        start, end = window_for(self.policy, mention.created_at)
+        alert_id = alert_id_for(mention.entity_key, start, end)
+        async with self.engine.connect() as conn:
+            if await alert_exists(conn, alert_id):
+                log.debug("alert %s already stored; not generated again", alert_id)
+                return None
+            stats = await window_stats(conn, self.policy, mention)
+            blocker = await cooldown_blocker(conn, self.policy, mention.entity_key, end)
+        decision = decide(self.policy, stats, blocker)
+        if not decision.fire:
+            log.debug("no alert for %r at %s: %s", mention.entity_key, end, decision.reason)
+            return None
+        context = AlertContext(
+            entity=mention.entity, entity_key=mention.entity_key, type=mention.type,
+            window_start=start, window_end=end, negative_mentions=stats.negative_mentions,
+            mentions=stats.mentions, tweets=stats.texts,
+        )
+        written = await write_alert(self.client, context, two_stage=self.settings.llm_two_stage)
+        alert = {
+            "v": WIRE_VERSION,
+            "alert_id": alert_id,
+            "entity": mention.entity,
+            "entity_key": mention.entity_key,
+            "type": mention.type,
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "negative_mentions": stats.negative_mentions,
+            "mentions": stats.mentions,
+            "tweet_ids": list(stats.tweet_ids),
+            "text": written.text,
+            "generator": written.generator,
+            "model": written.model,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        async with self.engine.begin() as conn:
+            if not await insert_alert(conn, alert):
+                return None
+            # Delivery confirmed before the commit: a crash in between re-sends the same
+            # alert_id (at-least-once) rather than losing it.
+            await (await self.topics.alerts.send(key=mention.entity_key.encode("utf-8"),
+                                                 value=encode(alert), force=True))
+        log.info("alert %s (%s): %s", alert_id, written.generator, decision.reason)
+        return alert
+
+    async def _retrying_db(self, step: Any, mention: NegativeMention) -> dict[str, Any] | None:
+        """Run ``step`` until the database answers: an outage pauses alerts, loses none."""
+        delay = 0.5
+        while True:
+            try:
+                return await step(mention)
+            except (DBAPIError, OSError) as exc:
+                log.warning("alert database access failed (%s); retrying in %.1fs",
+                            str(exc).splitlines()[0], delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _DB_RETRY_MAX_S)
+
+
+def register_alert_agent(app: faust.App, settings: Settings, topics: Topics) -> None:
+    """Add the alert agent to ``app`` (consumes the negative-entity topic)."""
+    engine = create_engine(settings.database_url)
+    if not settings.llm_base_url:
+        log.info("no LLM endpoint configured (TWEETWATCH_LLM_BASE_URL): alerts use the "
+                 "template text")
+
+    async def alert(stream: StreamT) -> None:
+        # The HTTP session must be created inside the worker's event loop.
+        worker = AlertWorker(settings, topics, engine, ChatClient.from_settings(settings))
+        try:
+            async for event in stream.events():
+                event.message.incref()  # acked only after the commit, see the docstring
+                await worker.handle(event.message)
+                event.message.ack(app.consumer)
+        finally:
+            if worker.client is not None:
+                await worker.client.close()
+
+    app.agent(topics.negative, name="tweetwatch.alert")(alert)

@@ -1,0 +1,279 @@
+"""The alert worker as deployed: a `tweetwatch worker --agent alert` process on the embedded
+Kafka-protocol broker, real PostgreSQL, and the loopback Chat Completions server.
+
+The mentions the policy counts are stored rows, and the negative mentions arrive on the
+negative-entity topic as the analyze agent would publish them; what comes out is checked on
+the alerts topic and in the alerts table, across a worker restart with redelivered input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from llm_server import MODEL, LLMServer
+
+from stream.alerting import alert_from_row
+from stream.app import topic_names
+from stream.broker import EmbeddedBroker
+from stream.prompts import AlertContext, template_alert
+from stream.settings import Settings
+from stream.storage import Alert, create_engine, store_batch
+from stream.worker_process import WorkerProcess, settings_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def broker():
+    with EmbeddedBroker() as embedded:
+        yield embedded
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    import psycopg
+
+    from infra.migrate import upgrade
+
+    name = f"tw_alert_agent_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+    yield url
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def make_settings(broker: EmbeddedBroker, pg_url: str, **overrides) -> Settings:
+    """Fresh topic names and consumer group per test, so tests never see each other's data."""
+    run = uuid.uuid4().hex[:8]
+    values = {
+        "kafka_bootstrap_servers": broker.bootstrap_servers,
+        "database_url": pg_url,
+        "app_id": f"tw-alerts-{run}",
+        "topic_tweets": f"tweets-{run}",
+        "topic_dlq": f"dlq-{run}",
+        "topic_negative": f"negative-{run}",
+        "topic_alerts": f"alerts-{run}",
+        "topic_partitions": 2,
+        "alert_window_s": 300,
+        "alert_min_negative": 2,
+        "alert_min_negative_share": 0.5,
+        "alert_cooldown_s": 900,
+        "llm_timeout_s": 2.0,
+        "llm_retries": 1,
+        "llm_backoff_s": 0.05,
+    }
+    values.update(overrides)
+    settings = Settings(**values)
+    broker.create_topics(topic_names(settings), settings.topic_partitions)
+    return settings
+
+
+TWEETS = {
+    # Verizon: three negatives in five minutes -> one alert (the third is in the cooldown).
+    "v1": ("verizon", "Verizon", "Verizon dropped my calls all day", "negative", -20),
+    "v2": ("verizon", "@Verizon", "@Verizon no signal downtown again, fix it", "negative", -10),
+    "v3": ("verizon", "#verizon", "#verizon support kept me on hold 2 hours", "negative", 0),
+    # Comcast: one negative among neutral mentions -> below the minimum count.
+    "c1": ("comcast", "Comcast", "Comcast raised my bill again", "negative", -5),
+    "c2": ("comcast", "Comcast", "Comcast store opens at 9", "neutral", -4),
+    # United: two negatives after three positive mentions -> share 0.4 < 0.5.
+    "u1": ("united", "United", "United crew was lovely", "positive", -60),
+    "u2": ("united", "United", "Great flight with United", "positive", -50),
+    "u3": ("united", "United", "United upgrade, thanks!", "positive", -40),
+    "u4": ("united", "United", "United lost my bag", "negative", -30),
+    "u5": ("united", "United", "United delayed us three hours", "negative", -20),
+}
+
+
+async def store(pg_url: str, tweets: dict[str, tuple], base: datetime) -> None:
+    """Rows as the analyze agent writes them (tweets + entity_mentions)."""
+    tweet_rows, mention_rows = [], []
+    for tweet_id, (key, surface, text, sentiment, offset) in tweets.items():
+        at = base + timedelta(seconds=offset)
+        p_neg = 0.9 if sentiment == "negative" else 0.05
+        tweet_rows.append({"id": tweet_id, "text": text, "created_at": at, "ingested_at": at,
+                           "author": None, "lang": "en", "sentiment": sentiment,
+                           "p_negative": p_neg, "p_neutral": 0.05, "p_positive": 0.05,
+                           "model_version": "test"})
+        mention_rows.append({"tweet_id": tweet_id, "start": 0, "end": len(surface),
+                             "entity": surface, "entity_key": key, "type": "company",
+                             "sentiment": sentiment, "score": 0.9, "p_negative": p_neg,
+                             "created_at": at})
+    engine = create_engine(pg_url)
+    try:
+        async with engine.begin() as conn:
+            await store_batch(conn, tweet_rows, mention_rows)
+    finally:
+        await engine.dispose()
+
+
+def negative_records(tweets: dict[str, tuple], base: datetime) -> list[tuple[bytes, bytes]]:
+    out = []
+    for tweet_id, (key, surface, text, sentiment, offset) in tweets.items():
+        if sentiment != "negative":
+            continue
+        record = {"v": 1, "tweet_id": tweet_id, "entity": surface, "entity_key": key,
+                  "type": "company", "sentiment": "negative", "score": 0.9,
+                  "tweet_sentiment": "negative", "text": text,
+                  "created_at": (base + timedelta(seconds=offset)).isoformat()}
+        out.append((key.encode(), json.dumps(record).encode()))
+    return out
+
+
+async def publish(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]):
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(settings: Settings, topic: str, expect: int, timeout: float,
+                     quiet: float = 3.0) -> list[dict]:
+    """All messages on ``topic`` once ``expect`` arrived and nothing more came for ``quiet`` s."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(settings.topic_partitions)])
+        await consumer.seek_to_beginning()
+        got: list[dict] = []
+        deadline = time.monotonic() + timeout
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                got.extend(json.loads(r.value) for r in records)
+                last_new = time.monotonic()
+            if len(got) >= expect and time.monotonic() - last_new >= quiet:
+                break
+        return got
+    finally:
+        await consumer.stop()
+
+
+async def stored_alerts(pg_url: str, keys: set[str]) -> list[dict]:
+    engine = create_engine(pg_url)
+    try:
+        async with engine.connect() as conn:
+            table = Alert.__table__
+            rows = (await conn.execute(
+                table.select().where(table.c.entity_key.in_(keys)).order_by(table.c.window_end)
+            )).all()
+    finally:
+        await engine.dispose()
+    return [alert_from_row(r) for r in rows]
+
+
+def start_worker(settings: Settings, tmp_path: Path, name: str) -> WorkerProcess:
+    return WorkerProcess(settings, tmp_path / f"{name}.log", agents=["alert"]).start()
+
+
+async def test_llm_alerts_once_per_window_across_restart_and_redelivery(broker, pg_url, tmp_path):
+    server = await LLMServer().start()
+    settings = make_settings(broker, pg_url, llm_base_url=server.base_url)
+    base = T0 + timedelta(days=1)
+    await store(pg_url, TWEETS, base)
+    records = negative_records(TWEETS, base)
+    await publish(settings, settings.topic_negative, [*records, (b"junk", b"{not json")])
+
+    worker = start_worker(settings, tmp_path, "first")
+    try:
+        alerts = await read_topic(settings, settings.topic_alerts, expect=1, timeout=60)
+        dead = await read_topic(settings, settings.topic_dlq, expect=1, timeout=10, quiet=0)
+    finally:
+        worker.stop()
+    assert len(alerts) == 1, worker.log_tail()
+    first = alerts[0]
+    assert first["entity_key"] == "verizon" and first["generator"] == "llm"
+    assert first["model"] == MODEL and first["v"] == 1
+    assert first["window_end"] == (base - timedelta(seconds=10)).isoformat()
+    assert (first["negative_mentions"], first["mentions"]) == (2, 2)
+    assert first["tweet_ids"] == ["v2", "v1"]
+    assert "Verizon" in first["text"] and first["text"].startswith("Alert:")
+    assert [d["reason"] for d in dead] == ["not JSON: Expecting property name enclosed in "
+                                           "double quotes: line 1 column 2 (char 1)"]
+    assert len(server.requests) == 1
+
+    # Restart: the same mentions are delivered again (as after a crash before the commit),
+    # plus a new burst outside the cooldown.
+    later = {"v4": ("verizon", "Verizon", "Verizon outage again tonight", "negative", 1000),
+             "v5": ("verizon", "Verizon", "Verizon still down", "negative", 1001)}
+    await store(pg_url, later, base)
+    await publish(settings, settings.topic_negative, records + negative_records(later, base))
+    worker = start_worker(settings, tmp_path, "second")
+    try:
+        alerts = await read_topic(settings, settings.topic_alerts, expect=2, timeout=60)
+    finally:
+        worker.stop()
+        await server.stop()
+    assert [a["alert_id"] for a in alerts].count(first["alert_id"]) == 1, worker.log_tail()
+    assert len(alerts) == 2
+    assert alerts[1]["window_end"] == (base + timedelta(seconds=1001)).isoformat()
+    assert alerts[1]["tweet_ids"] == ["v5", "v4"]
+    assert len(server.requests) == 2  # the redelivered mentions never reached the LLM
+    assert await stored_alerts(pg_url, {"verizon", "comcast", "united"}) == alerts
+
+    # `tweetwatch alerts` reads the same alerts from the table and from the topic.
+    from_table = cli(settings, "alerts", "--json", "--limit", "2")
+    assert [json.loads(line) for line in from_table.splitlines()] == alerts
+    readable = cli(settings, "alerts", "--limit", "1")
+    assert readable.startswith(f"{(base + timedelta(seconds=1001)):%Y-%m-%d %H:%M:%S}  Verizon "
+                               f"(company)  2/2 negative  [llm:{MODEL}]  Alert: ")
+    from_topic = cli(settings, "alerts", "--follow", "--from-beginning", "--max-alerts", "2",
+                     "--json")
+    assert [json.loads(line) for line in from_topic.splitlines()] == alerts
+
+
+def cli(settings: Settings, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETWATCH_")}
+    env.update(settings_env(settings))
+    done = subprocess.run([sys.executable, "-m", "stream.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_template_when_llm_is_down(broker, pg_url, tmp_path):
+    server = await LLMServer().start()
+    down_url = server.base_url
+    await server.stop()  # nothing listens there any more
+    settings = make_settings(broker, pg_url, llm_base_url=down_url, alert_min_negative=1,
+                             alert_cooldown_s=0, alert_window_s=60)
+    base = T0 + timedelta(days=2)
+    tweets = {"d1": ("delta", "Delta", "Delta cancelled my flight, no refund", "negative", 0),
+              "d2": ("delta", "Delta", "Delta lost my luggage", "negative", 30)}
+    await store(pg_url, tweets, base)
+    await publish(settings, settings.topic_negative, negative_records(tweets, base))
+    worker = start_worker(settings, tmp_path, "template")
+    try:
+        alerts = await read_topic(settings, settings.topic_alerts, expect=2, timeout=60)
+    finally:
+        worker.stop()
+    # min_negative=1 and no cooldown: one alert per negative mention, as the seeds did.
+    assert [a["tweet_ids"] for a in alerts] == [["d1"], ["d2", "d1"]], worker.log_tail()
+    for alert, end in zip(alerts, (base, base + timedelta(seconds=30)), strict=True):
+        assert (alert["generator"], alert["model"]) == ("template", None)
+        context = AlertContext("Delta", "delta", "company", end - timedelta(seconds=60), end,
+                               alert["negative_mentions"], alert["mentions"],
+                               [tweets[i][2] for i in alert["tweet_ids"]])
+        assert alert["text"] == template_alert(context)
+    assert await stored_alerts(pg_url, {"delta"}) == alerts
+    assert "Alert: negative sentiment toward the company Delta: 2 of 2 mentions (100%)" in (
+        alerts[1]["text"])
