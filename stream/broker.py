@@ -34,8 +34,8 @@ def find_librdkafka() -> Path:
     """
     candidates: list[str] = []
     for entry in sys.path:
-        candidates += sorted(glob.glob(os.path.join(entry, "confluent_kafka.libs", "librdkafka*")))
-        candidates += sorted(glob.glob(os.path.join(entry, "confluent_kafka", ".dylibs", "librdkafka*")))
+        for folder in ("confluent_kafka.libs", os.path.join("confluent_kafka", ".dylibs")):
+            candidates += sorted(glob.glob(os.path.join(entry, folder, "librdkafka*")))
     system = ctypes.util.find_library("rdkafka")
     if system:
         candidates.append(system)
@@ -141,7 +141,8 @@ class EmbeddedBroker:
             reason = self._lib.rd_kafka_err2str(err).decode()
             raise BrokerError(f"cannot create topic {name!r}: {reason}")
 
-    def create_topics(self, names: Iterable[str], partitions: int = 1, replication: int = 1) -> None:
+    def create_topics(self, names: Iterable[str], partitions: int = 1,
+                      replication: int = 1) -> None:
         for name in names:
             self.create_topic(name, partitions, replication)
 
