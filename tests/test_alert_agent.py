@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from llm_server import MODEL, LLMServer
 
 from stream.alerting import alert_from_row
-from stream.app import topic_names
-from stream.broker import EmbeddedBroker
 from stream.prompts import AlertContext, template_alert
 from stream.settings import Settings
 from stream.storage import Alert, create_engine, store_batch
@@ -31,43 +28,13 @@ from stream.worker_process import WorkerProcess, settings_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+# Event times far from the present, so no other test's mentions share these windows.
+T0 = datetime(2020, 3, 2, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def broker():
-    with EmbeddedBroker() as embedded:
-        yield embedded
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    import psycopg
-
-    from infra.migrate import upgrade
-
-    name = f"tw_alert_agent_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    upgrade(url)
-    yield url
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-def make_settings(broker: EmbeddedBroker, pg_url: str, **overrides) -> Settings:
-    """Fresh topic names and consumer group per test, so tests never see each other's data."""
-    run = uuid.uuid4().hex[:8]
+def make_settings(topic_settings: Settings, **overrides) -> Settings:
+    """The test's own topics and consumer group (conftest) with the alert policy under test."""
     values = {
-        "kafka_bootstrap_servers": broker.bootstrap_servers,
-        "database_url": pg_url,
-        "app_id": f"tw-alerts-{run}",
-        "topic_tweets": f"tweets-{run}",
-        "topic_dlq": f"dlq-{run}",
-        "topic_negative": f"negative-{run}",
-        "topic_alerts": f"alerts-{run}",
-        "topic_partitions": 2,
         "alert_window_s": 300,
         "alert_min_negative": 2,
         "alert_min_negative_share": 0.5,
@@ -77,9 +44,7 @@ def make_settings(broker: EmbeddedBroker, pg_url: str, **overrides) -> Settings:
         "llm_backoff_s": 0.05,
     }
     values.update(overrides)
-    settings = Settings(**values)
-    broker.create_topics(topic_names(settings), settings.topic_partitions)
-    return settings
+    return topic_settings.model_copy(update=values)
 
 
 TWEETS = {
@@ -168,13 +133,17 @@ async def read_topic(settings: Settings, topic: str, expect: int, timeout: float
         await consumer.stop()
 
 
-async def stored_alerts(pg_url: str, keys: set[str]) -> list[dict]:
+async def stored_alerts(pg_url: str, keys: set[str], base: datetime) -> list[dict]:
+    """This test's alerts: the database is shared by the whole test run."""
     engine = create_engine(pg_url)
     try:
         async with engine.connect() as conn:
             table = Alert.__table__
             rows = (await conn.execute(
-                table.select().where(table.c.entity_key.in_(keys)).order_by(table.c.window_end)
+                table.select().where(table.c.entity_key.in_(keys),
+                                     table.c.window_end.between(base - timedelta(days=1),
+                                                                base + timedelta(days=1)))
+                .order_by(table.c.window_end)
             )).all()
     finally:
         await engine.dispose()
@@ -185,10 +154,11 @@ def start_worker(settings: Settings, tmp_path: Path, name: str) -> WorkerProcess
     return WorkerProcess(settings, tmp_path / f"{name}.log", agents=["alert"]).start()
 
 
-async def test_llm_alerts_once_per_window_across_restart_and_redelivery(broker, pg_url, tmp_path):
+async def test_llm_alerts_once_per_window_across_restart_and_redelivery(topic_settings, pg_url,
+                                                                       tmp_path):
     server = await LLMServer().start()
-    settings = make_settings(broker, pg_url, llm_base_url=server.base_url)
-    base = T0 + timedelta(days=1)
+    settings = make_settings(topic_settings, llm_base_url=server.base_url)
+    base = T0
     await store(pg_url, TWEETS, base)
     records = negative_records(TWEETS, base)
     await publish(settings, settings.topic_negative, [*records, (b"junk", b"{not json")])
@@ -228,7 +198,7 @@ async def test_llm_alerts_once_per_window_across_restart_and_redelivery(broker, 
     assert alerts[1]["window_end"] == (base + timedelta(seconds=1001)).isoformat()
     assert alerts[1]["tweet_ids"] == ["v5", "v4"]
     assert len(server.requests) == 2  # the redelivered mentions never reached the LLM
-    assert await stored_alerts(pg_url, {"verizon", "comcast", "united"}) == alerts
+    assert await stored_alerts(pg_url, {"verizon", "comcast", "united"}, base) == alerts
 
     # `tweetwatch alerts` reads the same alerts from the table and from the topic.
     from_table = cli(settings, "alerts", "--json", "--limit", "2")
@@ -250,11 +220,11 @@ def cli(settings: Settings, *args: str) -> str:
     return done.stdout
 
 
-async def test_template_when_llm_is_down(broker, pg_url, tmp_path):
+async def test_template_when_llm_is_down(topic_settings, pg_url, tmp_path):
     server = await LLMServer().start()
     down_url = server.base_url
     await server.stop()  # nothing listens there any more
-    settings = make_settings(broker, pg_url, llm_base_url=down_url, alert_min_negative=1,
+    settings = make_settings(topic_settings, llm_base_url=down_url, alert_min_negative=1,
                              alert_cooldown_s=0, alert_window_s=60)
     base = T0 + timedelta(days=2)
     tweets = {"d1": ("delta", "Delta", "Delta cancelled my flight, no refund", "negative", 0),
@@ -274,6 +244,6 @@ async def test_template_when_llm_is_down(broker, pg_url, tmp_path):
                                alert["negative_mentions"], alert["mentions"],
                                [tweets[i][2] for i in alert["tweet_ids"]])
         assert alert["text"] == template_alert(context)
-    assert await stored_alerts(pg_url, {"delta"}) == alerts
+    assert await stored_alerts(pg_url, {"delta"}, base) == alerts
     assert "Alert: negative sentiment toward the company Delta: 2 of 2 mentions (100%)" in (
         alerts[1]["text"])

@@ -7,6 +7,7 @@ The pure decision is tested directly; the counting runs against a real PostgreSQ
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -94,37 +95,22 @@ def test_bad_negative_records_are_rejected_with_a_reason(raw, reason):
 # --- counting in PostgreSQL ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pg_url():
-    import os
-    import uuid
-
-    import psycopg
-
-    from infra.migrate import upgrade
-
-    name = f"tw_alert_policy_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    upgrade(url)
-    yield url
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
 async def engine(pg_url):
     eng = create_engine(pg_url)
-    async with eng.begin() as conn:
-        for table in ("alerts", "entity_mentions", "tweets"):
-            await conn.exec_driver_sql(f"DELETE FROM {table}")
     yield eng
     await eng.dispose()
 
 
-async def add(engine, tweet_id: str, at: datetime, sentiment: str = "negative",
-              p_negative: float = 0.9, key: str = "verizon") -> None:
+@pytest.fixture
+def key() -> str:
+    """An entity key of this test's own: the database is shared by the whole test run."""
+    return f"verizon{uuid.uuid4().hex[:8]}"
+
+
+async def add(engine, key: str, tweet_id: str, at: datetime, sentiment: str = "negative",
+              p_negative: float = 0.9) -> None:
+    tweet_id = f"{key}-{tweet_id}"
     tweet = {"id": tweet_id, "text": f"tweet {tweet_id} about {key}", "created_at": at,
              "ingested_at": at, "author": None, "lang": None, "sentiment": sentiment,
              "p_negative": p_negative, "p_neutral": 0.05, "p_positive": 0.05,
@@ -137,45 +123,46 @@ async def add(engine, tweet_id: str, at: datetime, sentiment: str = "negative",
         await store_batch(conn, [tweet], [mention])
 
 
-def mention_at(tweet_id: str, at: datetime, key: str = "verizon") -> NegativeMention:
-    return NegativeMention(tweet_id, key.title(), key, "company", 0.9, f"tweet {tweet_id}", at)
+def mention_at(key: str, tweet_id: str, at: datetime) -> NegativeMention:
+    return NegativeMention(f"{key}-{tweet_id}", key.title(), key, "company", 0.9,
+                           f"tweet {tweet_id}", at)
 
 
-async def test_window_counts_all_mentions_in_the_half_open_window(engine):
-    await add(engine, "old", T0 - timedelta(seconds=300))  # exactly at the start: outside
-    await add(engine, "n1", T0 - timedelta(seconds=299))
-    await add(engine, "n2", T0 - timedelta(seconds=10))
-    await add(engine, "weak", T0 - timedelta(seconds=9), p_negative=0.4)  # under threshold
-    await add(engine, "neu", T0 - timedelta(seconds=8), sentiment="neutral", p_negative=0.1)
-    await add(engine, "other", T0 - timedelta(seconds=7), key="comcast")
-    await add(engine, "n3", T0)
-    await add(engine, "later", T0 + timedelta(seconds=1))  # after the mention: outside
+async def test_window_counts_all_mentions_in_the_half_open_window(engine, key):
+    await add(engine, key, "old", T0 - timedelta(seconds=300))  # exactly at the start: outside
+    await add(engine, key, "n1", T0 - timedelta(seconds=299))
+    await add(engine, key, "n2", T0 - timedelta(seconds=10))
+    await add(engine, key, "weak", T0 - timedelta(seconds=9), p_negative=0.4)  # under threshold
+    await add(engine, key, "neu", T0 - timedelta(seconds=8), sentiment="neutral", p_negative=0.1)
+    await add(engine, key + "x", "other", T0 - timedelta(seconds=7))
+    await add(engine, key, "n3", T0)
+    await add(engine, key, "later", T0 + timedelta(seconds=1))  # after the mention: outside
     async with engine.connect() as conn:
-        got = await window_stats(conn, POLICY, mention_at("n3", T0))
+        got = await window_stats(conn, POLICY, mention_at(key, "n3", T0))
     assert (got.negative_mentions, got.mentions) == (3, 5)
-    assert got.tweet_ids == ("n3", "n2", "n1")  # newest first
-    assert got.texts[0] == "tweet n3 about verizon"
+    assert got.tweet_ids == (f"{key}-n3", f"{key}-n2", f"{key}-n1")  # newest first
+    assert got.texts[0] == f"tweet {key}-n3 about {key}"
     assert decide(POLICY, got, None).fire
 
 
-async def test_share_below_threshold_does_not_fire(engine):
+async def test_share_below_threshold_does_not_fire(engine, key):
     for i in range(3):
-        await add(engine, f"n{i}", T0 - timedelta(seconds=i))
+        await add(engine, key, f"n{i}", T0 - timedelta(seconds=i))
     for i in range(4):
-        await add(engine, f"p{i}", T0 - timedelta(seconds=i), sentiment="positive",
+        await add(engine, key, f"p{i}", T0 - timedelta(seconds=i), sentiment="positive",
                   p_negative=0.05)
     async with engine.connect() as conn:
-        got = await window_stats(conn, POLICY, mention_at("n0", T0))
+        got = await window_stats(conn, POLICY, mention_at(key, "n0", T0))
     assert (got.negative_mentions, got.mentions) == (3, 7)
     assert not decide(POLICY, got, None).fire
 
 
-async def test_triggering_mention_counts_even_if_not_stored(engine):
-    await add(engine, "n1", T0 - timedelta(seconds=5))
+async def test_triggering_mention_counts_even_if_not_stored(engine, key):
+    await add(engine, key, "n1", T0 - timedelta(seconds=5))
     async with engine.connect() as conn:
-        got = await window_stats(conn, POLICY, mention_at("unseen", T0))
+        got = await window_stats(conn, POLICY, mention_at(key, "unseen", T0))
     assert (got.negative_mentions, got.mentions) == (2, 2)
-    assert got.tweet_ids == ("unseen", "n1") and got.texts[0] == "tweet unseen"
+    assert got.tweet_ids == (f"{key}-unseen", f"{key}-n1") and got.texts[0] == "tweet unseen"
 
 
 def alert_row(key: str, end: datetime) -> dict:
@@ -187,29 +174,32 @@ def alert_row(key: str, end: datetime) -> dict:
             "model": None, "created_at": end.isoformat()}
 
 
-async def test_cooldown_and_idempotent_insert(engine):
-    first = alert_row("verizon", T0)
+async def test_cooldown_and_idempotent_insert(engine, key):
+    first = alert_row(key, T0)
     async with engine.begin() as conn:
         assert await insert_alert(conn, first)
         assert not await insert_alert(conn, first)  # the same alert id: nothing new
     async with engine.connect() as conn:
         assert await alert_exists(conn, first["alert_id"])
         just_inside = T0 + timedelta(seconds=899)
-        assert await cooldown_blocker(conn, POLICY, "verizon", just_inside) == first["alert_id"]
-        assert await cooldown_blocker(conn, POLICY, "verizon", T0 + timedelta(seconds=900)) is None
-        assert await cooldown_blocker(conn, POLICY, "comcast", T0) is None
+        assert await cooldown_blocker(conn, POLICY, key, just_inside) == first["alert_id"]
+        assert await cooldown_blocker(conn, POLICY, key, T0 - timedelta(seconds=899))
+        assert await cooldown_blocker(conn, POLICY, key, T0 + timedelta(seconds=900)) is None
+        assert await cooldown_blocker(conn, POLICY, key + "x", T0) is None
         no_cooldown = AlertPolicy(300, 1, 0.0, 0, 0.5)
-        assert await cooldown_blocker(conn, no_cooldown, "verizon", T0) is None
-        stored = await recent_alerts(conn, 10)
+        assert await cooldown_blocker(conn, no_cooldown, key, T0) is None
+        stored = await recent_alerts(conn, 1)
     assert stored == [first]
 
 
-async def test_recent_alerts_order_and_follow_mark(engine):
-    rows = [alert_row(k, T0 + timedelta(seconds=i)) for i, k in enumerate(["a", "b", "c"])]
+async def test_recent_alerts_order_and_follow_mark(engine, key):
+    later = datetime.now(UTC) + timedelta(days=1)  # newer than anything else in the database
+    rows = [alert_row(key + k, later + timedelta(seconds=i)) for i, k in enumerate("abc")]
     async with engine.begin() as conn:
         for row in rows:
             await insert_alert(conn, row)
     async with engine.connect() as conn:
-        assert [a["entity_key"] for a in await recent_alerts(conn, 2)] == ["b", "c"]
+        assert [a["entity_key"] for a in await recent_alerts(conn, 2)] == [key + "b", key + "c"]
         mark = (datetime.fromisoformat(rows[0]["created_at"]), rows[0]["alert_id"])
-        assert [a["entity_key"] for a in await recent_alerts(conn, 10, after=mark)] == ["b", "c"]
+        after = await recent_alerts(conn, 10, after=mark)
+    assert [a["entity_key"] for a in after] == [key + "b", key + "c"]
