@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -52,16 +52,10 @@ async def _count_rows(engine: sa.ext.asyncio.AsyncEngine) -> int:
 
 
 async def _topic_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
-    """A group-less consumer reading every partition of ``topic`` from the start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    """A group-less consumer of every partition of ``topic``, from the start."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
-    await consumer.topics()  # loads the cluster metadata
-    partitions = consumer.partitions_for_topic(topic) or set()
-    if not partitions:
-        await consumer.stop()
-        raise RuntimeError(f"topic {topic!r} has no partitions")
-    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-    await consumer.seek_to_beginning()
     return consumer
 
 
