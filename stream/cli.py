@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -77,6 +78,8 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def run_async(action: str, coro_factory: Callable[[], Any]) -> Any:
+    # aiokafka logs each failed connection attempt; the one-line error below says it once.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     with user_errors(action):
         return asyncio.run(coro_factory())
 
@@ -178,7 +181,7 @@ def history(entity: str, days: int, as_json: bool) -> None:
     from stream.storage import create_engine
     from stream.textproc import entity_key
 
-    if not entity_key(entity):
+    if not any(ch.isalnum() for ch in entity_key(entity)):
         raise click.BadParameter("entity must contain letters or digits", param_hint="ENTITY")
     settings = load_settings()
 

@@ -127,7 +127,11 @@ async def publish(bootstrap_servers: str, topic: str, messages: Iterable[Outgoin
     broker acknowledged."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
                                 linger_ms=5, max_batch_size=256 * 1024)
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # releases the half-started client before reporting
+        raise
     sent = 0
     try:
         pending: list[asyncio.Future[object]] = []

@@ -1,0 +1,121 @@
+"""The command line as a user meets it: one-line errors, --help everywhere, analyze, config,
+db upgrade. Commands run as real child processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stream.settings import Settings
+
+COMMANDS = ["worker", "publish", "analyze", "history", "topics", "demo", "broker", "db",
+            "db upgrade", "db current", "config"]
+
+
+def tweetwatch(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("TWEETWATCH_") and k not in ("DATABASE_URL",
+                                                             "KAFKA_BOOTSTRAP_SERVERS")}
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], input=stdin,
+                          text=True, capture_output=True, env={**base, **(env or {})},
+                          timeout=timeout)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], status: int,
+                          contains: str) -> None:
+    assert done.returncode == status, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("tweetwatch: error: ")
+    assert contains in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    done = tweetwatch(*command.split(), "--help")
+    assert done.returncode == 0, done.stderr
+    assert "Usage: " in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "contains"),
+    [
+        (["nope"], "No such command 'nope'"),
+        (["history"], "Missing argument 'ENTITY'"),
+        (["history", "x", "--days", "0"], "Invalid value for '--days'"),
+        (["history", "!!!"], "entity must contain letters or digits"),
+        (["publish", "/nonexistent/tweets.jsonl"], "No such file or directory"),
+        (["publish", "-", "--rate", "-3"], "Invalid value for '--rate'"),
+        (["demo", "--tweets", "zero"], "Invalid value for '--tweets'"),
+        (["worker", "--loglevel", "loud"], "Invalid value for '--loglevel'"),
+    ],
+)
+def test_bad_arguments_are_one_line(args: list[str], contains: str) -> None:
+    assert_one_line_error(tweetwatch(*args), 2, contains)
+
+
+def test_bad_settings_are_one_line() -> None:
+    done = tweetwatch("config", env={"TWEETWATCH_MAX_BATCH": "lots"})
+    assert_one_line_error(done, 1, "invalid setting TWEETWATCH_MAX_BATCH")
+
+
+def test_unreachable_services_are_one_line(tmp_path: Path) -> None:
+    missing_db = "postgresql+psycopg://postgres@127.0.0.1:5432/tweetwatch_no_such_db"
+    done = tweetwatch("history", "Apple", env={"TWEETWATCH_DATABASE_URL": missing_db})
+    assert_one_line_error(done, 1, "cannot read history from")
+    done = tweetwatch("publish", "-", stdin="hello\n",
+                      env={"TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert_one_line_error(done, 1, "cannot publish to 127.0.0.1:1")
+    done = tweetwatch("analyze", "-", stdin="hello\n",
+                      env={"TWEETWATCH_MODEL_DIR": str(tmp_path / "no-model")})
+    assert_one_line_error(done, 1, "model artifact incomplete")
+
+
+def test_config_table_covers_every_setting() -> None:
+    done = tweetwatch("config", "--markdown")
+    assert done.returncode == 0, done.stderr
+    for name, info in Settings.model_fields.items():
+        assert f"`TWEETWATCH_{name.upper()}`" in done.stdout
+        assert (info.description or "").split(".")[0].replace("|", "\\|") in done.stdout
+
+
+def test_db_upgrade_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    done = tweetwatch("db", "upgrade", env={"TWEETWATCH_DATABASE_URL": url})
+    assert done.returncode == 0, done.stderr
+    assert "database at revision 0001" in done.stdout
+    done = tweetwatch("db", "current", env={"TWEETWATCH_DATABASE_URL": url})
+    assert done.stdout.strip() == "0001"
+
+
+def test_analyze_json_lines() -> None:
+    lines = [
+        "Apple and Samsung are being sued again, what a mess",
+        json.dumps({"id": "r1", "text": "Going to see Taylor Swift in London tonight!"}),
+        json.dumps({"id": "r2"}),
+        "",
+        "I can't stand @united anymore, lost my bag AGAIN",
+    ]
+    done = tweetwatch("analyze", "--json", "-", stdin="\n".join(lines) + "\n")
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(results) == 4  # the blank line is skipped
+    assert results[1]["id"] == "r1"
+    assert results[2] == {"id": None, "line": 3, "error": "missing field 'text'"}
+    for result in (results[0], results[1], results[3]):
+        assert result["sentiment"] in ("negative", "neutral", "positive")
+        assert abs(sum(result["probs"].values()) - 1) < 1e-3
+        for entity in result["entities"]:
+            assert set(entity) >= {"entity", "entity_key", "type", "sentiment", "score"}
+            assert result["text"][entity["start"]:entity["end"]] == entity["entity"]
+    assert any(r.get("entities") for r in results), "no entity found in any of the tweets"
+    table = tweetwatch("analyze", "-", stdin="\n".join(lines) + "\n")
+    assert table.returncode == 0, table.stderr
+    assert "missing field 'text'" in table.stdout
