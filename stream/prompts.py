@@ -119,6 +119,13 @@ def type_name(label: str) -> str:
     return TYPE_NAMES.get(label.strip().lower(), label.strip().lower() or "named entity")
 
 
+def display_name(entity: str) -> str:
+    """The entity as an alert names it: sanitised, without a leading ``@`` or ``#``
+    (``@Verizon`` -> ``Verizon``), since alerts carry no handles or hashtags."""
+    clean = sanitize_untrusted(entity, MAX_ENTITY_CHARS)
+    return clean.lstrip("@#") or clean
+
+
 def sanitize_untrusted(text: str, limit: int = MAX_TWEET_CHARS) -> str:
     """Make untrusted text safe to embed between delimiters.
 
@@ -164,7 +171,7 @@ def _rules(entity: str, kind: str, opening: str) -> str:
 
 
 def _data_block(ctx: AlertContext) -> str:
-    entity = sanitize_untrusted(ctx.entity, MAX_ENTITY_CHARS)
+    entity = display_name(ctx.entity)
     lines = [
         f"ENTITY: {entity}",
         f"TYPE: {type_name(ctx.type)}",
@@ -180,7 +187,7 @@ def _data_block(ctx: AlertContext) -> str:
 
 def single_prompt(ctx: AlertContext) -> list[ChatMessage]:
     """One prompt, one alert: the answer goes between ``<alert>`` and ``</alert>``."""
-    entity = sanitize_untrusted(ctx.entity, MAX_ENTITY_CHARS)
+    entity = display_name(ctx.entity)
     system = (
         "You write one short alert for a brand-reputation monitoring feed about an entity "
         "that is being mentioned negatively on Twitter. Rules:\n"
@@ -192,13 +199,13 @@ def single_prompt(ctx: AlertContext) -> list[ChatMessage]:
 
 def candidates_prompt(ctx: AlertContext, n: int = CANDIDATES) -> list[ChatMessage]:
     """Two-stage scheme, stage 1: ``n`` candidate alerts in the form ``Theme: Entity - ...``."""
-    entity = sanitize_untrusted(ctx.entity, MAX_ENTITY_CHARS)
+    entity = display_name(ctx.entity)
     system = (
         f"You draft {n} different candidate alerts for a brand-reputation monitoring feed "
-        "about an entity that is being mentioned negatively on Twitter. Each candidate "
-        f'starts with the theme of the complaints and the entity, "Theme: {entity} - ", '
-        "followed by the alert. Rules for every candidate:\n"
-        + _rules(entity, type_name(ctx.type), f'begin it with "Theme: {entity} - "')
+        "about an entity that is being mentioned negatively on Twitter, each on a different "
+        "theme of the complaints. Rules for every candidate:\n"
+        + _rules(entity, type_name(ctx.type),
+                 f'begin it with its theme in a few words and the entity, "<theme>: {entity} - "')
         + "6. Put each candidate between <candidate> and </candidate>. If the tweets make no "
         f"sense as complaints about {entity}, answer {NO_VALID_ALERT} instead."
     )
@@ -207,7 +214,7 @@ def candidates_prompt(ctx: AlertContext, n: int = CANDIDATES) -> list[ChatMessag
 
 def selection_prompt(ctx: AlertContext, candidates: Sequence[str]) -> list[ChatMessage]:
     """Two-stage scheme, stage 2: pick the best candidate, or say ``NO VALID ALERT``."""
-    entity = sanitize_untrusted(ctx.entity, MAX_ENTITY_CHARS)
+    entity = display_name(ctx.entity)
     system = (
         "You select the best alert for a brand-reputation monitoring feed. The best one is "
         f"accurate to the tweets, clearly about the {type_name(ctx.type)} \"{entity}\", short "
@@ -307,7 +314,7 @@ def validate_alert(text: str, ctx: AlertContext) -> str:
 
 def template_alert(ctx: AlertContext) -> str:
     """Deterministic alert text: same context, same words (used whenever the LLM is not)."""
-    entity = sanitize_untrusted(ctx.entity, MAX_ENTITY_CHARS)
+    entity = display_name(ctx.entity)
     share = ctx.negative_mentions / ctx.mentions if ctx.mentions else 1.0
     text = (
         f"Alert: negative sentiment toward the {type_name(ctx.type)} {entity}: "

@@ -83,6 +83,15 @@ def test_prompt_delimits_tweets_and_states_the_constraints():
     assert "<alert>" not in user
 
 
+def test_handles_and_hashtags_are_named_without_their_sign():
+    for surface in ("@Verizon", "#Verizon"):
+        ctx = context(surface)
+        system, user = (m.content for m in single_prompt(ctx))
+        assert 'the company "Verizon"' in system and "ENTITY: Verizon\n" in user
+        assert template_alert(ctx).startswith("Alert: negative sentiment toward the company "
+                                              "Verizon: ")
+
+
 # --- extraction and validation ------------------------------------------------------------
 
 
