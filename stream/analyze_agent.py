@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.types import EventT, StreamT
-from sqlalchemy.exc import DBAPIError
+from faust.types.tuples import Message
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stream.inference import Analyzer
@@ -112,6 +113,7 @@ class BatchProcessor:
         """Validate, analyse, store and publish one batch; returns once it is committed."""
         now = datetime.now(UTC)
         good: list[TweetIn] = []
+        sources: list[Message] = []
         created: list[datetime] = []
         sends: list[asyncio.Future[Any]] = []
         for event in events:
@@ -119,27 +121,52 @@ class BatchProcessor:
             try:
                 tweet = parse_tweet(message.value, self.settings.max_text_chars)
             except InvalidTweet as exc:
-                record = dead_letter_record(message.value, str(exc), message.topic,
-                                            message.partition, message.offset, now)
-                sends.append(await self.topics.dlq.send(key=message.key, value=encode(record),
-                                                        force=True))
+                sends.append(await self._dead_letter(message, str(exc), now))
                 continue
             good.append(tweet)
+            sources.append(message)
             created.append((tweet.created_at or _message_time(message.timestamp, now))
                            .astimezone(UTC))
-        self.stats.rejected += len(events) - len(good)
 
-        predictions: list[TweetPrediction] = []
+        predictions: list[TweetPrediction | None] = []
         if good:
-            loop = asyncio.get_running_loop()
-            predictions = await loop.run_in_executor(
-                self.executor, self.analyzer.analyze, [t.text for t in good]
-            )
-        tweets, mentions = tweet_rows(good, predictions, created, now,
-                                      self.analyzer.model_version)
-        await self._commit(good, predictions, created, tweets, mentions, sends)
+            predictions = await self._analyze(good)
+        for index in reversed(range(len(good))):
+            if predictions[index] is None:
+                reason = "analysis failed (model error, see the worker log)"
+                sends.append(await self._dead_letter(sources[index], reason, now))
+                del good[index], created[index], predictions[index]
+        analysed = [p for p in predictions if p is not None]
+        self.stats.rejected += len(events) - len(good)
+        tweets, mentions = tweet_rows(good, analysed, created, now, self.analyzer.model_version)
+        await self._commit(good, analysed, created, tweets, mentions, sends)
         self.stats.batches += 1
         self.stats.maybe_log()
+
+    async def _analyze(self, tweets: Sequence[TweetIn]) -> list[TweetPrediction | None]:
+        """The model on the whole batch in the thread pool; if the batch fails, tweet by tweet,
+        so one text the model cannot handle goes to the DLQ instead of stopping the stream."""
+        loop = asyncio.get_running_loop()
+        texts = [t.text for t in tweets]
+        try:
+            return list(await loop.run_in_executor(self.executor, self.analyzer.analyze, texts))
+        except Exception:
+            log.exception("model failed on a batch of %d; retrying tweet by tweet", len(texts))
+        results: list[TweetPrediction | None] = []
+        for text in texts:
+            try:
+                results.append((await loop.run_in_executor(
+                    self.executor, self.analyzer.analyze, [text]))[0])
+            except Exception:
+                log.exception("model failed on one tweet; sending it to the DLQ")
+                results.append(None)
+        return results
+
+    async def _dead_letter(self, message: Message, reason: str,
+                           now: datetime) -> asyncio.Future[Any]:
+        record = dead_letter_record(message.value, reason, message.topic, message.partition,
+                                    message.offset, now)
+        return await self.topics.dlq.send(key=message.key, value=encode(record), force=True)
 
     async def _commit(self, good: Sequence[TweetIn], predictions: Sequence[TweetPrediction],
                       created: Sequence[datetime], tweets: list[dict[str, Any]],
@@ -157,7 +184,9 @@ class BatchProcessor:
                     # (at-least-once) rather than loses.
                     await asyncio.gather(*sends, *negatives)
                 break
-            except (DBAPIError, OSError) as exc:
+            except (OperationalError, InterfaceError, OSError) as exc:
+                # Connection-level trouble only; anything else is a bug, and retrying it
+                # forever would stall the stream silently.
                 log.warning("database write failed (%s); retrying in %.1fs",
                             str(exc).splitlines()[0], delay)
                 await asyncio.sleep(delay)
@@ -208,7 +237,14 @@ def register_analyze_agent(app: faust.App, settings: Settings, topics: Topics) -
         async for events in stream.take_events(settings.max_batch, within=within):
             for event in events:
                 event.message.incref()  # see the module docstring
-            await processor.process(events)
+            try:
+                await processor.process(events)
+            except Exception as exc:
+                # Stop the worker (exit status 1) rather than leave a dead agent in a live
+                # process: the batch is not acknowledged and is redelivered after a restart.
+                log.exception("analyze agent failed; stopping the worker")
+                await app.crash(exc)
+                raise
             for event in events:
                 event.message.ack(app.consumer)
 

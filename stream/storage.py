@@ -39,7 +39,7 @@ class Tweet(Base):
     p_negative: Mapped[float] = mapped_column(sa.Float)
     p_neutral: Mapped[float] = mapped_column(sa.Float)
     p_positive: Mapped[float] = mapped_column(sa.Float)
-    model_version: Mapped[str] = mapped_column(sa.String(64))
+    model_version: Mapped[str] = mapped_column(sa.String(128))
 
 
 class EntityMention(Base):
@@ -54,7 +54,7 @@ class EntityMention(Base):
     start: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     end: Mapped[int] = mapped_column(sa.Integer)
     entity: Mapped[str] = mapped_column(sa.Text)
-    entity_key: Mapped[str] = mapped_column(sa.String(256))
+    entity_key: Mapped[str] = mapped_column(sa.Text)
     type: Mapped[str] = mapped_column(sa.String(32))
     sentiment: Mapped[str] = mapped_column(sa.String(8))
     score: Mapped[float] = mapped_column(sa.Float)
@@ -69,7 +69,7 @@ class Alert(Base):
     __table_args__ = (sa.Index("ix_alerts_key_window", "entity_key", "window_start"),)
 
     alert_id: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
-    entity_key: Mapped[str] = mapped_column(sa.String(256))
+    entity_key: Mapped[str] = mapped_column(sa.Text)
     entity: Mapped[str] = mapped_column(sa.Text)
     type: Mapped[str] = mapped_column(sa.String(32))
     window_start: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))

@@ -35,7 +35,7 @@ def upgrade() -> None:
         sa.Column("p_negative", sa.Float, nullable=False),
         sa.Column("p_neutral", sa.Float, nullable=False),
         sa.Column("p_positive", sa.Float, nullable=False),
-        sa.Column("model_version", sa.String(64), nullable=False),
+        sa.Column("model_version", sa.String(128), nullable=False),
     )
     op.create_index("ix_tweets_created_at", "tweets", ["created_at"])
     op.create_table(
@@ -45,7 +45,7 @@ def upgrade() -> None:
         sa.Column("start", sa.Integer, primary_key=True),
         sa.Column("end", sa.Integer, nullable=False),
         sa.Column("entity", sa.Text, nullable=False),
-        sa.Column("entity_key", sa.String(256), nullable=False),
+        sa.Column("entity_key", sa.Text, nullable=False),
         sa.Column("type", sa.String(32), nullable=False),
         sa.Column("sentiment", sa.String(8), nullable=False),
         sa.Column("score", sa.Float, nullable=False),
@@ -57,7 +57,7 @@ def upgrade() -> None:
     op.create_table(
         "alerts",
         sa.Column("alert_id", sa.String(300), primary_key=True),
-        sa.Column("entity_key", sa.String(256), nullable=False),
+        sa.Column("entity_key", sa.Text, nullable=False),
         sa.Column("entity", sa.Text, nullable=False),
         sa.Column("type", sa.String(32), nullable=False),
         sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
