@@ -153,6 +153,17 @@ def test_entity_may_appear_as_handle_hashtag_or_multiword_and_dates_from_tweets_
     assert validate_alert("Alert: the company Bank of America draws complaints.", bank)
 
 
+def test_an_entity_name_that_looks_like_a_rule_breaker_is_allowed():
+    shop = context("Amazon.com", "company", ["Amazon.com lost my parcel"])
+    ok = "Alert: the company Amazon.com faces complaints about lost parcels."
+    assert validate_alert(ok, shop) == ok
+    with pytest.raises(InvalidAlert, match="URL"):
+        validate_alert("Alert: the company Amazon.com faces complaints, see ebay.com.", shop)
+    show = context("You", "tvshow", ["You season 2 was boring"])
+    ok = "Alert: the TV show You draws complaints about a boring season 2."
+    assert validate_alert(ok, show) == ok
+
+
 def test_template_is_deterministic_and_complete():
     ctx = context()
     text = template_alert(ctx)
