@@ -116,6 +116,7 @@ class BatchProcessor:
         sources: list[Message] = []
         created: list[datetime] = []
         sends: list[asyncio.Future[Any]] = []
+        seen: set[str] = set()
         for event in events:
             message = event.message
             try:
@@ -123,6 +124,10 @@ class BatchProcessor:
             except InvalidTweet as exc:
                 sends.append(await self._dead_letter(message, str(exc), now))
                 continue
+            if tweet.id in seen:  # same id twice in one batch: the first one is the tweet
+                self.stats.duplicates += 1
+                continue
+            seen.add(tweet.id)
             good.append(tweet)
             sources.append(message)
             created.append((tweet.created_at or _message_time(message.timestamp, now))
@@ -137,7 +142,7 @@ class BatchProcessor:
                 sends.append(await self._dead_letter(sources[index], reason, now))
                 del good[index], created[index], predictions[index]
         analysed = [p for p in predictions if p is not None]
-        self.stats.rejected += len(events) - len(good)
+        self.stats.rejected += len(sends)
         tweets, mentions = tweet_rows(good, analysed, created, now, self.analyzer.model_version)
         await self._commit(good, analysed, created, tweets, mentions, sends)
         self.stats.batches += 1
@@ -201,13 +206,9 @@ class BatchProcessor:
                                  new_ids: set[str]) -> list[asyncio.Future[Any]]:
         futures: list[asyncio.Future[Any]] = []
         threshold = self.settings.negative_threshold
-        published: set[str] = set()
         for tweet, pred, created_at in zip(good, predictions, created, strict=True):
-            # Only tweets this transaction stored: older ones were published by an earlier
-            # delivery, and the same id twice in one batch is published once.
-            if tweet.id not in new_ids or tweet.id in published:
-                continue
-            published.add(tweet.id)
+            if tweet.id not in new_ids:
+                continue  # stored, and its mentions published, by an earlier delivery
             for mention in pred.mentions:
                 if is_negative(mention, threshold):
                     record = negative_entity_record(tweet, pred, mention, created_at)
