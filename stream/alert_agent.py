@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 from faust.types import StreamT
 from faust.types.tuples import Message
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stream.alerting import (
@@ -133,7 +133,9 @@ class AlertWorker:
         while True:
             try:
                 return await step(mention)
-            except (DBAPIError, OSError) as exc:
+            except (OperationalError, InterfaceError, OSError) as exc:
+                # Connection-level trouble only; anything else is a bug, and retrying it
+                # forever would stall the stream silently.
                 log.warning("alert database access failed (%s); retrying in %.1fs",
                             str(exc).splitlines()[0], delay)
                 await asyncio.sleep(delay)
@@ -153,7 +155,14 @@ def register_alert_agent(app: faust.App, settings: Settings, topics: Topics) -> 
         try:
             async for event in stream.events():
                 event.message.incref()  # acked only after the commit, see the docstring
-                await worker.handle(event.message)
+                try:
+                    await worker.handle(event.message)
+                except Exception as exc:
+                    # Stop the worker (exit status 1) rather than leave a dead agent in a
+                    # live process: the message is not acknowledged and comes again.
+                    log.exception("alert agent failed; stopping the worker")
+                    await app.crash(exc)
+                    raise
                 event.message.ack(app.consumer)
         finally:
             if worker.client is not None:
