@@ -19,6 +19,7 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from model_export.cli import eval_command, train_command
 from stream.alerts_cli import alerts_command
 from stream.settings import Settings, get_settings
 
@@ -323,6 +324,8 @@ def _safe_url(url: str) -> str:
 
 
 main.add_command(alerts_command)
+main.add_command(train_command)
+main.add_command(eval_command)
 
 
 if __name__ == "__main__":
