@@ -1,1 +1,1 @@
-"""tweetwatch training: data readers, gensim embeddings, the torch model, evaluation, ONNX export."""
+"""tweetwatch training: data readers, gensim embeddings, torch model, evaluation, ONNX export."""

@@ -20,6 +20,7 @@ PAD = "<pad>"
 UNK = "<unk>"
 URL_TOKEN = "<url>"
 MAX_CHARS_PER_TOKEN = 20
+_ENCODE_CACHE_SIZE = 200_000
 
 _URL = r"(?:https?://|www\.)\S+"
 _MENTION = r"@\w+"
@@ -91,6 +92,7 @@ class Vocab:
         self.chars = list(chars)
         self.word_index = {w: i for i, w in enumerate(self.words)}
         self.char_index = {c: i for i, c in enumerate(self.chars)}
+        self._cache: dict[str, tuple[int, list[int]]] = {}
 
     @classmethod
     def build(
@@ -122,23 +124,41 @@ class Vocab:
     def char_ids(self, token: str) -> list[int]:
         return [self.char_index.get(ch, 1) for ch in token[:MAX_CHARS_PER_TOKEN]]
 
+    def _lookup(self, token: str) -> tuple[int, list[int]]:
+        """Word id and char ids of a token, memoised: tweets repeat their tokens so much that
+        normalising each one again dominated encoding time (a bounded dict; reset when full)."""
+        found = self._cache.get(token)
+        if found is None:
+            if len(self._cache) >= _ENCODE_CACHE_SIZE:
+                self._cache.clear()
+            found = (self.word_id(token), self.char_ids(token))
+            self._cache[token] = found
+        return found
+
     def encode(self, batch: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         """Id tensors for a batch of token lists, padded to the longest: the model's inputs
         ``word_ids [B,T]``, ``char_ids [B,T,C]`` and ``lengths [B]`` (all int64)."""
         size = len(batch)
-        longest = max((len(toks) for toks in batch), default=0) or 1
+        lengths = np.fromiter((len(toks) for toks in batch), dtype=np.int64, count=size)
+        longest = int(lengths.max(initial=0)) or 1
+        lookups = [self._lookup(tok) for toks in batch for tok in toks]
+        char_counts = np.fromiter((len(c) for _, c in lookups), dtype=np.int64,
+                                  count=len(lookups))
+        char_len = int(char_counts.max(initial=0)) or 1
+        # Flat position of every token in the padded [B, T] grid.
+        rows = np.repeat(np.arange(size, dtype=np.int64), lengths)
+        starts = np.cumsum(lengths) - lengths
+        cols = np.arange(len(lookups), dtype=np.int64) - np.repeat(starts, lengths)
         word_ids = np.zeros((size, longest), dtype=np.int64)
-        char_len = max(
-            (min(len(t), MAX_CHARS_PER_TOKEN) for toks in batch for t in toks), default=1
-        ) or 1
+        word_ids[rows, cols] = np.fromiter((w for w, _ in lookups), dtype=np.int64,
+                                           count=len(lookups))
         char_ids = np.zeros((size, longest, char_len), dtype=np.int64)
-        lengths = np.zeros((size,), dtype=np.int64)
-        for i, tokens in enumerate(batch):
-            lengths[i] = len(tokens)
-            for j, tok in enumerate(tokens):
-                word_ids[i, j] = self.word_id(tok)
-                ids = self.char_ids(tok)
-                char_ids[i, j, : len(ids)] = ids
+        flat_chars = np.fromiter((c for _, ids in lookups for c in ids), dtype=np.int64,
+                                 count=int(char_counts.sum()))
+        token_of_char = np.repeat(np.arange(len(lookups), dtype=np.int64), char_counts)
+        char_pos = np.arange(len(flat_chars), dtype=np.int64) - np.repeat(
+            np.cumsum(char_counts) - char_counts, char_counts)
+        char_ids[rows[token_of_char], cols[token_of_char], char_pos] = flat_chars
         return {"word_ids": word_ids, "char_ids": char_ids, "lengths": lengths}
 
     def save(self, path: Path) -> None:

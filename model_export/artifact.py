@@ -1,0 +1,122 @@
+"""Write the model artifact folder: ONNX fp32 + int8, vocabulary, labels and the model card.
+
+The test-set figures in the card come from the runtime (``stream.inference.Analyzer``) on the
+files just written, so the card describes exactly what the pipeline will run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import platform
+from pathlib import Path
+
+from model_export.evaluate import test_metrics
+from model_export.export import export_onnx, parity, quantize_int8
+from model_export.heads import SERVING_HEAD, labels_document
+from model_export.readers import read_conll
+from model_export.train import TrainConfig, TrainResult, head_summary
+from stream.inference import MODEL_FILES
+
+log = logging.getLogger(__name__)
+PARITY_TOLERANCE = 1e-4
+
+SOURCES = {
+    "wnut16": "WNUT 2016 Twitter NER shared task (Strauss et al. 2016)",
+    "wnut17": "WNUT 2017 emerging entities (Derczynski et al. 2017), CC-BY 4.0",
+    "btc": "Broad Twitter Corpus (Derczynski et al. 2016), CC-BY 4.0",
+    "sentiment": "SemEval-2017 Task 4A (Rosenthal et al. 2017) / TweetEval splits",
+    "targeted_sentiment/mitchell2013": "Mitchell et al. 2013 open-domain targeted sentiment, "
+    "as prepared for Li et al. 2019 (E2E-TBSA)",
+    "targeted_sentiment/semeval2017_topic": "SemEval-2016/2017 Task 4B (topic-based)",
+    "unlabeled": "TweetEval texts (emoji, emotion, hate, irony, offensive, stance)",
+}
+SERVING_CHOICE = (
+    "Separate NER heads per corpus on one shared encoder (their type sets do not map cleanly: "
+    "WNUT17 'group'/'creative-work' and BTC 'ORG' each straddle several WNUT16 types). The "
+    "WNUT16 head serves production: its types (company, product, sportsteam, musicartist, "
+    "person, ...) are what reputation alerts are about; WNUT17/BTC heads train the shared "
+    "encoder and are evaluated on their own test sets. The Mitchell-trained 'targets' head "
+    "finds opinion targets for the span+polarity evaluation."
+)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_hashes(data_dir: Path) -> dict[str, str]:
+    """sha256 of every data file (relative path -> hash)."""
+    return {
+        str(p.relative_to(data_dir)): sha256(p)
+        for p in sorted(data_dir.rglob("*"))
+        if p.is_file() and p.suffix in (".conll", ".tsv", ".txt")
+    }
+
+
+def parity_batches(data_dir: Path) -> list[list[list[str]]]:
+    """Real batches of different shapes for the export parity check."""
+    sentences = [s.tokens for s in read_conll(data_dir / "wnut16" / "dev.conll").sentences]
+    return [sentences[:1], sentences[1:33], sentences[33:289]]
+
+
+def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> dict:
+    """Export, check parity, quantise and evaluate; returns the model card."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / MODEL_FILES["fp32"]
+    int8_path = out_dir / MODEL_FILES["int8"]
+    batches = parity_batches(config.data_dir)
+    export_onnx(result.model, result.vocab, onnx_path, batches[1])
+    worst = parity(result.model, result.vocab, onnx_path, batches)
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(f"ONNX export differs from torch by {worst:.2e} > {PARITY_TOLERANCE}")
+    quantize_int8(onnx_path, int8_path)
+    result.vocab.save(out_dir / "vocab.json")
+    (out_dir / "labels.json").write_text(json.dumps(labels_document(), indent=1) + "\n",
+                                         encoding="utf-8")
+    now = dt.datetime.now(dt.UTC)
+    card = {
+        "version": f"{now:%Y%m%d}-{sha256(onnx_path)[:8]}",
+        "created_at": now.isoformat(timespec="seconds"),
+        "architecture": "char-CNN + FastText-initialised word embeddings -> dilated CNN "
+        "(ID-CNN) encoder -> NER heads (wnut16, wnut17, btc, targets), token entity "
+        "sentiment, tweet sentiment",
+        "serving_ner_head": SERVING_HEAD,
+        "serving_choice": SERVING_CHOICE,
+        "heads": head_summary(),
+        "model_config": result.model.config.to_dict(),
+        "parameters": sum(p.numel() for p in result.model.parameters()),
+        "train_config": config.to_dict(),
+        "seed": config.seed,
+        "training_wall_s": round(result.wall_s, 1),
+        "embedding_coverage": round(result.embedding_coverage, 4),
+        "epochs_run": len(result.history),
+        "best_dev": result.best_dev,
+        "dev_history": [{k: v for k, v in h.items() if k != "dev"} for h in result.history],
+        "export": {"opset": 17, "parity_max_abs_diff": worst,
+                   "int8": "onnxruntime dynamic quantisation (MatMul, Gemm, Gather)"},
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                     "onnx": onnx.__version__, "python": platform.python_version()},
+        "sources": SOURCES,
+        "data_sha256": data_hashes(config.data_dir),
+    }
+    write_card(out_dir, card)
+    card["metrics"] = test_metrics(out_dir, config.data_dir, config.mitchell_folds)
+    card["mitchell_folds_evaluated"] = list(config.mitchell_folds)
+    card["sizes_bytes"] = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir())}
+    write_card(out_dir, card)
+    return card
+
+
+def write_card(out_dir: Path, card: dict) -> None:
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")

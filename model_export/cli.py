@@ -1,0 +1,109 @@
+"""``tweetwatch train`` and ``tweetwatch eval``.
+
+Importing this module must stay cheap and torch-free (the runtime CLI imports it to register
+the commands); torch and gensim are imported only when training actually runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from stream.settings import get_settings
+
+EVAL_ROWS = (
+    ("WNUT16 test", "entity micro F1", lambda m: m["wnut16"]["f1"]),
+    ("WNUT17 test", "entity micro F1", lambda m: m["wnut17"]["f1"]),
+    ("BTC test", "entity micro F1", lambda m: m["btc"]["f1"]),
+    ("SemEval-2017 4A test", "macro recall", lambda m: m["semeval2017_4a"]["macro_recall"]),
+    ("SemEval-2017 4A test", "macro F1", lambda m: m["semeval2017_4a"]["macro_f1"]),
+    ("SemEval-2017 4A test", "accuracy", lambda m: m["semeval2017_4a"]["accuracy"]),
+    ("Mitchell 2013 test", "span+polarity F1", lambda m: m["mitchell2013"]["f1"]),
+    ("Mitchell 2013 test", "span F1", lambda m: m["mitchell2013"]["span_f1"]),
+    ("SemEval-2017 topic test", "macro recall", lambda m: m["semeval2017_topic"]["macro_recall"]),
+)
+
+
+def format_table(metrics: dict, folds: list[int]) -> str:
+    """The evaluation table (markdown) for the fp32 and int8 models, per-type rows included."""
+    variants = list(metrics)
+    lines = [
+        "| test set | metric | " + " | ".join(variants) + " |",
+        "|---|---|" + "---|" * len(variants),
+    ]
+    for name, metric, get in EVAL_ROWS:
+        label = name if "Mitchell" not in name else f"{name} (folds {folds})"
+        values = " | ".join(f"{get(metrics[v])}" for v in variants)
+        lines.append(f"| {label} | {metric} | {values} |")
+    for corpus, title in (("wnut16", "WNUT16"), ("wnut17", "WNUT17")):
+        for kind in metrics[variants[0]][corpus]["per_type"]:
+            values = " | ".join(f"{metrics[v][corpus]['per_type'].get(kind, 0.0)}"
+                                for v in variants)
+            lines.append(f"| {title} test | F1 {kind} | {values} |")
+    return "\n".join(lines)
+
+
+@click.command("train")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Data folder (default: the data_dir setting, ../shared/data).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Artifact folder to write (default: the model_dir setting).")
+@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("runs"), show_default=True,
+              help="Scratch folder (cached word vectors, training log).")
+@click.option("--epochs", type=int, default=25, show_default=True, help="Most epochs.")
+@click.option("--patience", type=int, default=4, show_default=True,
+              help="Epochs without dev improvement before stopping.")
+@click.option("--seed", type=int, default=13, show_default=True)
+@click.option("--limit", type=int, default=None, help="Examples per training set (smoke runs).")
+@click.option("--time-budget-min", type=float, default=None,
+              help="Stop after the epoch that passes this many minutes.")
+@click.option("--embedding-epochs", type=int, default=5, show_default=True)
+def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, epochs: int,
+                  patience: int, seed: int, limit: int | None, time_budget_min: float | None,
+                  embedding_epochs: int) -> None:
+    """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
+    from model_export.artifact import write_artifact
+    from model_export.train import TrainConfig, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = get_settings()
+    config = TrainConfig(
+        data_dir=data_dir or settings.data_dir, work_dir=work_dir, seed=seed, epochs=epochs,
+        patience=patience, limit=limit, embedding_epochs=embedding_epochs,
+        time_budget_s=None if time_budget_min is None else 60 * time_budget_min,
+    )
+    result = train(config)
+    card = write_artifact(result, config, out_dir or settings.model_dir)
+    click.echo(f"trained in {result.wall_s / 60:.1f} min ({len(result.history)} epochs)")
+    click.echo(format_table(card["metrics"], card["mitchell_folds_evaluated"]))
+
+
+@click.command("eval")
+@click.option("--model-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Artifact folder (default: the model_dir setting).")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Data folder (default: the data_dir setting).")
+@click.option("--write-card/--no-write-card", default=False, show_default=True,
+              help="Store the figures in the folder's model_card.json.")
+def eval_command(model_dir: Path | None, data_dir: Path | None, write_card: bool) -> None:
+    """Score the fp32 and int8 ONNX models on the public test sets (runtime decoding)."""
+    from model_export.evaluate import test_metrics
+
+    settings = get_settings()
+    model_dir = model_dir or settings.model_dir
+    data_dir = data_dir or settings.data_dir
+    card_path = model_dir / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    folds = card.get("mitchell_folds_evaluated") or card.get("train_config", {}).get(
+        "mitchell_folds", [1])
+    metrics = test_metrics(model_dir, data_dir, folds)
+    click.echo(format_table(metrics, folds))
+    if write_card:
+        card["metrics"] = metrics
+        card["mitchell_folds_evaluated"] = folds
+        card_path.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+        click.echo(f"wrote {card_path}")

@@ -1,0 +1,136 @@
+"""Training and evaluation examples built from the shared data folder.
+
+Every example carries the labels it has (NER tags for one head, token-level entity sentiment,
+tweet sentiment); a batch contributes only the losses its examples have labels for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from model_export.heads import HEAD_BY_NAME, NER_HEADS
+from model_export.readers import (
+    LabelledText,
+    bieos_spans,
+    read_conll,
+    read_sentiment_tsv,
+)
+from stream.predictions import SENTIMENTS
+from stream.textproc import entity_key, tokenize
+
+IGNORE = -100
+SENTIMENT_INDEX = {name: i for i, name in enumerate(SENTIMENTS)}
+
+
+@dataclass(slots=True)
+class Example:
+    """One tokenised text with the labels it has; ``task`` groups examples into batches."""
+
+    task: str
+    tokens: list[str]
+    ner_head: str | None = None
+    ner_tags: list[int] | None = None
+    entity_sentiment: list[int] | None = None
+    tweet_sentiment: int | None = None
+
+
+def ner_examples(data_dir: Path, head_name: str, split: str) -> list[Example]:
+    """CoNLL BIO examples for one NER head (``wnut16``, ``wnut17``, ``btc``)."""
+    head = HEAD_BY_NAME[head_name]
+    index = {tag: i for i, tag in enumerate(head.tags)}
+    path = data_dir / head.dataset / f"{split}.conll"
+    examples = []
+    for sentence in read_conll(path).sentences:
+        examples.append(
+            Example(head.dataset, sentence.tokens, head.name, [index[t] for t in sentence.tags])
+        )
+    return examples
+
+
+def mitchell_examples(data_dir: Path, fold: int, split: str) -> list[Example]:
+    """Mitchell 2013 examples: target spans for the ``targets`` head plus the polarity toward
+    each target on its tokens (entity sentiment); other tokens carry no sentiment label."""
+    head = HEAD_BY_NAME["targets"]
+    path = data_dir / "targeted_sentiment" / "mitchell2013" / f"fold{fold}" / f"{split}.conll"
+    examples = []
+    for sentence in read_conll(path, scheme="BIEOS").sentences:
+        tags = [0] * len(sentence.tokens)
+        polarity = [IGNORE] * len(sentence.tokens)
+        for start, end, label in bieos_spans(sentence.tags):
+            tags[start] = head.tags.index("B-TARGET")
+            for i in range(start + 1, end):
+                tags[i] = head.tags.index("I-TARGET")
+            for i in range(start, end):
+                polarity[i] = SENTIMENT_INDEX[label]
+        examples.append(Example("mitchell2013", sentence.tokens, head.name, tags, polarity))
+    return examples
+
+
+def sentiment_examples(data_dir: Path, split: str) -> list[Example]:
+    """SemEval-2017 4A tweets with tweet-level sentiment."""
+    rows = read_sentiment_tsv(data_dir / "sentiment" / f"{split}.tsv")
+    return [
+        Example("sentiment", [t.text for t in tokenize(r.text)],
+                tweet_sentiment=SENTIMENT_INDEX[r.label])
+        for r in rows
+    ]
+
+
+def locate_target(tokens: Sequence[str], target: str) -> list[tuple[int, int]]:
+    """Token spans whose joined entity keys equal the target's key.
+
+    ``#ArianaGrande``, ``Ariana Grande`` and ``ariana grande's`` all locate the target
+    ``ariana grande``; used to turn topic-level labels into token-level supervision and to
+    score topic polarity through the entity-sentiment head.
+    """
+    wanted = entity_key(target)
+    keys = [entity_key(tok) for tok in tokens]
+    spans = []
+    for i in range(len(tokens)):
+        joined = ""
+        for j in range(i, len(tokens)):
+            joined += keys[j]
+            if joined == wanted:
+                spans.append((i, j + 1))
+                break
+            if not wanted.startswith(joined) or not joined:
+                break
+    return spans
+
+
+def topic_rows(data_dir: Path, split: str) -> list[LabelledText]:
+    """SemEval-2017 4B (topic) rows: label, target, text."""
+    return read_sentiment_tsv(
+        data_dir / "targeted_sentiment" / "semeval2017_topic" / f"{split}.tsv", with_target=True
+    )
+
+
+def topic_examples(data_dir: Path, split: str) -> list[Example]:
+    """Topic rows whose target is found in the text, as token-level entity sentiment."""
+    examples = []
+    for row in topic_rows(data_dir, split):
+        tokens = [t.text for t in tokenize(row.text)]
+        spans = locate_target(tokens, row.target or "")
+        if not spans:
+            continue
+        polarity = [IGNORE] * len(tokens)
+        for start, end in spans:
+            for i in range(start, end):
+                polarity[i] = SENTIMENT_INDEX[row.label]
+        examples.append(Example("topic", tokens, entity_sentiment=polarity))
+    return examples
+
+
+def training_texts(data_dir: Path, mitchell_folds: Sequence[int]) -> list[list[str]]:
+    """Token lists of every training split (never dev/test), for embeddings and vocabulary."""
+    texts: list[list[str]] = []
+    for head in NER_HEADS:
+        if head.name != "targets":
+            texts.extend(e.tokens for e in ner_examples(data_dir, head.name, "train"))
+    for fold in mitchell_folds:
+        texts.extend(e.tokens for e in mitchell_examples(data_dir, fold, "train"))
+    texts.extend(e.tokens for e in sentiment_examples(data_dir, "train"))
+    texts.extend([t.text for t in tokenize(r.text)] for r in topic_rows(data_dir, "train"))
+    return texts

@@ -1,0 +1,325 @@
+"""Multi-task training of the joint model, then export of the artifact.
+
+Batches hold one task each (WNUT16, WNUT17, BTC, Mitchell targets, SemEval 4A tweets, topic
+targets) and contribute the losses their examples have labels for. Early stopping watches the
+mean dev score. ``python -m model_export.train`` or ``tweetwatch train`` reproduces the
+committed artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from model_export.corpus import (
+    IGNORE,
+    Example,
+    mitchell_examples,
+    ner_examples,
+    sentiment_examples,
+    topic_examples,
+    training_texts,
+)
+from model_export.embeddings import (
+    build_vocab,
+    embedding_matrix,
+    normalised_corpus,
+    train_vectors,
+)
+from model_export.evaluate import dev_objective, evaluate
+from model_export.heads import (
+    ENTITY_SENTIMENT_OUTPUT,
+    HEAD_BY_NAME,
+    INPUT_NAMES,
+    NER_HEADS,
+    OUTPUT_NAMES,
+    TWEET_SENTIMENT_OUTPUT,
+    labels_document,
+)
+from model_export.model import ModelConfig, TweetTagger
+from model_export.readers import read_lines
+from stream.inference import LabelSpace, TokenAnalysis
+from stream.textproc import Vocab, tokenize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides the trained weights (stored in the model card)."""
+
+    data_dir: Path
+    work_dir: Path = Path("runs")
+    seed: int = 13
+    max_words: int = 30_000
+    word_dim: int = 100
+    embedding_epochs: int = 5
+    hidden: int = 128
+    dilations: tuple[int, ...] = (1, 2, 4)
+    dropout: float = 0.3
+    epochs: int = 25
+    patience: int = 4
+    batch_size: int = 32
+    lr: float = 2e-3
+    mitchell_folds: tuple[int, ...] = (1,)
+    sentiment_per_epoch: int = 16_000
+    topic_per_epoch: int = 6_000
+    lowercase_prob: float = 0.2
+    word_dropout: float = 0.05
+    limit: int | None = None  # examples per training set (tests and smoke runs)
+    time_budget_s: float | None = None
+    evaluate_dev: bool = True  # False (smoke runs, tests): no dev scoring, keep the last epoch
+    task_weights: dict[str, float] = field(
+        default_factory=lambda: {"ner": 1.0, "entity": 1.0, "tweet": 1.0}
+    )
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["data_dir"] = str(self.data_dir)
+        data["work_dir"] = str(self.work_dir)
+        return data
+
+
+@dataclass
+class TrainResult:
+    """The trained network, its vocabulary and what happened while training."""
+
+    model: TweetTagger
+    vocab: Vocab
+    history: list[dict]
+    best_dev: dict
+    embedding_coverage: float
+    wall_s: float
+    losses: list[float]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def class_weights(labels: Sequence[int], n_classes: int) -> torch.Tensor:
+    """Inverse-square-root frequency weights (mean 1): rare classes count more, without the
+    instability of full inverse-frequency weights."""
+    counts = Counter(label for label in labels if label != IGNORE)
+    raw = np.array([1.0 / np.sqrt(max(1, counts.get(c, 0))) for c in range(n_classes)])
+    return torch.tensor(raw / raw.mean(), dtype=torch.float32)
+
+
+def load_training_sets(config: TrainConfig) -> dict[str, list[Example]]:
+    """Training examples per task (optionally the first ``limit`` of each)."""
+    sets = {
+        head.dataset: ner_examples(config.data_dir, head.name, "train")
+        for head in NER_HEADS
+        if head.name != "targets"
+    }
+    sets["mitchell2013"] = [
+        e for fold in config.mitchell_folds
+        for e in mitchell_examples(config.data_dir, fold, "train")
+    ]
+    sets["sentiment"] = sentiment_examples(config.data_dir, "train")
+    sets["topic"] = topic_examples(config.data_dir, "train")
+    if config.limit is not None:
+        sets = {task: examples[: config.limit] for task, examples in sets.items()}
+    return sets
+
+
+def epoch_batches(
+    sets: dict[str, list[Example]], config: TrainConfig, rng: random.Random
+) -> list[list[Example]]:
+    """Shuffled single-task batches; the big sentiment sets are subsampled per epoch."""
+    caps = {"sentiment": config.sentiment_per_epoch, "topic": config.topic_per_epoch}
+    batches = []
+    for task, examples in sets.items():
+        chosen = list(examples)
+        rng.shuffle(chosen)
+        chosen = chosen[: caps.get(task, len(chosen))]
+        for i in range(0, len(chosen), config.batch_size):
+            batches.append(chosen[i : i + config.batch_size])
+    rng.shuffle(batches)
+    return batches
+
+
+def tensors(
+    batch: Sequence[Example], vocab: Vocab, config: TrainConfig, rng: random.Random, train: bool
+) -> dict[str, torch.Tensor]:
+    """Model inputs and padded labels for a batch, with lower-casing and word dropout when
+    training (Mitchell 2013 is lower-cased; the char-CNN must not depend on case alone)."""
+    token_lists = [
+        [t.lower() for t in e.tokens] if train and rng.random() < config.lowercase_prob
+        else e.tokens
+        for e in batch
+    ]
+    feeds = {k: torch.from_numpy(v) for k, v in vocab.encode(token_lists).items()}
+    if train and config.word_dropout > 0:
+        drop = torch.rand(feeds["word_ids"].shape) < config.word_dropout
+        feeds["word_ids"] = feeds["word_ids"].masked_fill(drop & (feeds["word_ids"] > 1), 1)
+    steps = feeds["word_ids"].shape[1]
+
+    def pad(seq: list[int] | None) -> list[int]:
+        values = seq or []
+        return values + [IGNORE] * (steps - len(values))
+
+    feeds["ner"] = torch.tensor([pad(e.ner_tags) for e in batch])
+    feeds["entity"] = torch.tensor([pad(e.entity_sentiment) for e in batch])
+    feeds["tweet"] = torch.tensor(
+        [IGNORE if e.tweet_sentiment is None else e.tweet_sentiment for e in batch]
+    )
+    return feeds
+
+
+class MultiTaskLoss:
+    """Weighted sum of the losses a batch has labels for."""
+
+    def __init__(self, sets: dict[str, list[Example]], config: TrainConfig) -> None:
+        self.config = config
+        entity_labels = [x for ex in sets["mitchell2013"] + sets["topic"]
+                         for x in (ex.entity_sentiment or [])]
+        tweet_labels = [e.tweet_sentiment for e in sets["sentiment"]]
+        self.entity = nn.CrossEntropyLoss(weight=class_weights(entity_labels, 3),
+                                          ignore_index=IGNORE)
+        self.tweet = nn.CrossEntropyLoss(weight=class_weights(tweet_labels, 3),
+                                         ignore_index=IGNORE)
+        self.ner = nn.CrossEntropyLoss(ignore_index=IGNORE)
+        self.head_index = {head.name: i for i, head in enumerate(NER_HEADS)}
+
+    def __call__(self, outputs: tuple[torch.Tensor, ...], batch: Sequence[Example],
+                 feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        weights = self.config.task_weights
+        named = dict(zip(OUTPUT_NAMES, outputs, strict=True))
+        total = torch.zeros(())
+        head = batch[0].ner_head
+        if head is not None:
+            logits = outputs[self.head_index[head]]
+            total = total + weights["ner"] * self.ner(
+                logits.reshape(-1, logits.shape[-1]), feeds["ner"].reshape(-1))
+        if batch[0].entity_sentiment is not None:
+            logits = named[ENTITY_SENTIMENT_OUTPUT]
+            total = total + weights["entity"] * self.entity(
+                logits.reshape(-1, 3), feeds["entity"].reshape(-1))
+        if batch[0].tweet_sentiment is not None:
+            total = total + weights["tweet"] * self.tweet(
+                named[TWEET_SENTIMENT_OUTPUT], feeds["tweet"])
+        return total
+
+
+def torch_predictor(model: TweetTagger, vocab: Vocab, labels: LabelSpace, batch_size: int = 256):
+    """A predictor (see model_export.evaluate) running the torch model with runtime decoding."""
+
+    def predict(token_lists: Sequence[Sequence[str]],
+                heads: Sequence[str] | None) -> list[TokenAnalysis]:
+        model.eval()
+        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+        by_index: dict[int, TokenAnalysis] = {}
+        with torch.no_grad():
+            for begin in range(0, len(order), batch_size):
+                idx = order[begin : begin + batch_size]
+                feeds = vocab.encode([token_lists[i] for i in idx])
+                out = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
+                named = {n: o.numpy() for n, o in zip(OUTPUT_NAMES, out, strict=True)}
+                decoded = labels.decode(named, feeds["lengths"], heads)
+                by_index.update(zip(idx, decoded, strict=True))
+        return [by_index[i] for i in range(len(token_lists))]
+
+    return predict
+
+
+def prepare_vocab(config: TrainConfig) -> tuple[Vocab, np.ndarray, float]:
+    """Vocabulary and initial word embeddings from unlabeled tweets plus training texts."""
+    texts = training_texts(config.data_dir, config.mitchell_folds)
+    unlabeled = [[t.text for t in tokenize(line)]
+                 for line in tqdm(read_lines(config.data_dir / "unlabeled" / "tweets.txt"),
+                                  desc="tokenising unlabeled tweets", unit="tweet")]
+    corpus = texts + unlabeled
+    vocab = build_vocab(corpus, config.max_words)
+    vectors = train_vectors(normalised_corpus(corpus), config.work_dir / "embeddings",
+                            config.word_dim, config.embedding_epochs, config.seed)
+    matrix, coverage = embedding_matrix(vocab, vectors, config.word_dim, config.seed)
+    return vocab, matrix, coverage
+
+
+def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
+    """Train with early stopping on the mean dev score; returns the best model."""
+    started = time.monotonic()
+    seed_everything(config.seed)
+    rng = random.Random(config.seed)
+    vocab, matrix, coverage = vocab_and_vectors or prepare_vocab(config)
+    sets = load_training_sets(config)
+    model = TweetTagger(ModelConfig(
+        n_words=len(vocab.words), n_chars=len(vocab.chars), word_dim=config.word_dim,
+        hidden=config.hidden, dilations=config.dilations, dropout=config.dropout))
+    with torch.no_grad():
+        model.word_embedding.weight.copy_(torch.from_numpy(matrix))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loss_fn = MultiTaskLoss(sets, config)
+    labels = LabelSpace(labels_document())
+    predict = torch_predictor(model, vocab, labels)
+    best_score, best_state, best_dev, stale = -1.0, None, {}, 0
+    history: list[dict] = []
+    losses: list[float] = []
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        batches = epoch_batches(sets, config, rng)
+        running = 0.0
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch")
+        for step, batch in enumerate(bar, start=1):
+            feeds = tensors(batch, vocab, config, rng, train=True)
+            outputs = model(*(feeds[n] for n in INPUT_NAMES))
+            loss = loss_fn(outputs, batch, feeds)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            losses.append(loss.item())
+            running += loss.item()
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{running / step:.3f}")
+        if not config.evaluate_dev:
+            history.append({"epoch": epoch,
+                            "train_loss": round(running / max(1, len(batches)), 4)})
+            continue
+        dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds)
+        score = dev_objective(dev)
+        history.append({"epoch": epoch, "train_loss": round(running / max(1, len(batches)), 4),
+                        "dev_objective": round(score, 2), "dev": dev})
+        log.info("epoch %d loss %.3f dev %.2f (wnut16 %.1f wnut17 %.1f btc %.1f 4A %.3f "
+                 "mitchell %.1f)", epoch, running / max(1, len(batches)), score,
+                 dev["wnut16"]["f1"], dev["wnut17"]["f1"], dev["btc"]["f1"],
+                 dev["semeval2017_4a"]["macro_recall"], dev["mitchell2013"]["f1"])
+        if score > best_score:
+            best_score, best_dev, stale = score, dev, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        out_of_time = (config.time_budget_s is not None
+                       and time.monotonic() - started > config.time_budget_s)
+        if stale >= config.patience or out_of_time:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model, vocab, history, best_dev, coverage,
+                       time.monotonic() - started, losses)
+
+
+def head_summary() -> dict:
+    """Which corpus trains which head (for the model card)."""
+    return {head.name: {"output": head.output, "dataset": head.dataset,
+                        "types": list(head.types)} for head in HEAD_BY_NAME.values()}
+
+
+if __name__ == "__main__":
+    from model_export.cli import train_command
+
+    train_command()

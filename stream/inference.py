@@ -1,0 +1,284 @@
+"""The joint NER + sentiment model at serving time: onnxruntime plus numpy decoding.
+
+Evaluation (``tweetwatch eval``) and training-time dev scoring call the same decoding as the
+pipeline, so the published figures are the figures of the code that runs in production.
+No torch here: the runtime image stays small and starts fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from stream.predictions import SENTIMENTS, Mention, TweetPrediction
+from stream.textproc import Vocab, entity_key, tokenize
+
+MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+_FORBIDDEN = -1e4
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAnalysis:
+    """Decoded model output for one token list (what evaluation scores)."""
+
+    tags: dict[str, list[str]]  # NER head name -> one BIO tag per token
+    entity_sentiment_logits: np.ndarray  # [n_tokens, 3]
+    tweet_probs: np.ndarray  # [3] (negative, neutral, positive)
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    shifted = logits - logits.max(axis=axis, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    shifted = logits - logits.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def bio_constraints(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Start scores and transition scores (0 allowed, very negative forbidden) for BIO:
+    ``I-X`` may only follow ``B-X`` or ``I-X``, and may not start a sentence."""
+    size = len(tags)
+    start = np.zeros(size, dtype=np.float32)
+    trans = np.zeros((size, size), dtype=np.float32)
+    for j, tag in enumerate(tags):
+        if not tag.startswith("I-"):
+            continue
+        start[j] = _FORBIDDEN
+        for i, prev in enumerate(tags):
+            if prev[2:] != tag[2:] or prev == "O":
+                trans[i, j] = _FORBIDDEN
+    return start, trans
+
+
+def viterbi(
+    log_probs: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray
+) -> np.ndarray:
+    """Best tag ids ``[B, T]`` under the transition constraints, vectorised over the batch."""
+    batch, steps, size = log_probs.shape
+    score = log_probs[:, 0, :] + start
+    back = np.zeros((batch, steps, size), dtype=np.int64)
+    identity = np.broadcast_to(np.arange(size), (batch, size))
+    for t in range(1, steps):
+        cand = score[:, :, None] + trans[None, :, :]
+        best_prev = cand.argmax(axis=1)
+        new_score = np.take_along_axis(cand, best_prev[:, None, :], axis=1)[:, 0, :]
+        new_score = new_score + log_probs[:, t, :]
+        active = (t < lengths)[:, None]
+        score = np.where(active, new_score, score)
+        back[:, t, :] = np.where(active, best_prev, identity)
+    best = np.zeros((batch, steps), dtype=np.int64)
+    best[:, steps - 1] = score.argmax(axis=1)
+    for t in range(steps - 1, 0, -1):
+        best[:, t - 1] = np.take_along_axis(back[:, t, :], best[:, t : t + 1], axis=1)[:, 0]
+    return best
+
+
+def best_tags(
+    logits: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray
+) -> np.ndarray:
+    """Viterbi result ``[B, T]``, computed only where it can differ from the greedy argmax.
+
+    With hard 0 / forbidden transition scores, a greedy path that breaks no constraint is
+    already the best path; most tweets are such (mostly ``O``), so Viterbi runs on the rest.
+    """
+    greedy = logits.argmax(axis=-1)
+    if greedy.shape[1] == 0:
+        return greedy
+    allowed = trans > _FORBIDDEN / 2
+    active = np.arange(greedy.shape[1])[None, :] < lengths[:, None]
+    bad_start = (start[greedy[:, 0]] <= _FORBIDDEN / 2) & active[:, 0]
+    bad_step = ~allowed[greedy[:, :-1], greedy[:, 1:]] & active[:, 1:]
+    invalid = bad_start | bad_step.any(axis=1)
+    if invalid.any():
+        rows = np.flatnonzero(invalid)
+        greedy[rows] = viterbi(log_softmax(logits[rows]), lengths[rows], start, trans)
+    return greedy
+
+
+def bio_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """Spans ``(start, end_exclusive, type)`` of a BIO sequence (a stray ``I-X`` opens one)."""
+    spans: list[tuple[int, int, str]] = []
+    begin: int | None = None
+    kind = ""
+    for i, tag in enumerate(tags):
+        continues = tag.startswith("I-") and begin is not None and tag[2:] == kind
+        if begin is not None and not continues:
+            spans.append((begin, i, kind))
+            begin = None
+        if tag != "O" and not continues:
+            begin, kind = i, tag[2:]
+    if begin is not None:
+        spans.append((begin, len(tags), kind))
+    return spans
+
+
+def span_sentiment(entity_logits: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Sentiment probabilities toward a mention: softmax of its tokens' mean logits."""
+    return softmax(entity_logits[start:end].mean(axis=0))
+
+
+class LabelSpace:
+    """What ``labels.json`` says: the heads, their tags and outputs, and the serving head."""
+
+    def __init__(self, document: dict) -> None:
+        self.document = document
+        self.ner_heads: dict[str, dict] = document["ner_heads"]
+        self.serving_head: str = document["serving_ner_head"]
+        self.entity_output: str = document["entity_sentiment_output"]
+        self.tweet_output: str = document["tweet_sentiment_output"]
+        if tuple(document["sentiments"]) != SENTIMENTS:
+            raise ValueError(f"labels.json sentiments {document['sentiments']} != {SENTIMENTS}")
+        self._constraints = {
+            name: bio_constraints(head["tags"]) for name, head in self.ner_heads.items()
+        }
+
+    @classmethod
+    def load(cls, path: Path) -> LabelSpace:
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def decode(
+        self,
+        outputs: dict[str, np.ndarray],
+        lengths: np.ndarray,
+        heads: Sequence[str] | None = None,
+    ) -> list[TokenAnalysis]:
+        """Turn raw model outputs for a batch into per-example tags and sentiment scores."""
+        names = list(self.ner_heads) if heads is None else list(heads)
+        decoded: dict[str, np.ndarray] = {}
+        for name in names:
+            logits = outputs[self.ner_heads[name]["output"]]
+            start, trans = self._constraints[name]
+            decoded[name] = best_tags(logits, lengths, start, trans)
+        tweet_probs = softmax(outputs[self.tweet_output])
+        entity_logits = outputs[self.entity_output]
+        results = []
+        for i, length in enumerate(lengths.tolist()):
+            tags = {
+                name: [self.ner_heads[name]["tags"][k] for k in decoded[name][i, :length]]
+                for name in names
+            }
+            results.append(TokenAnalysis(tags, entity_logits[i, :length], tweet_probs[i]))
+        return results
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Analyzer:
+    """Finds entity mentions in tweets and the sentiment toward each and toward the tweet.
+
+    Thread-safe: an onnxruntime session may be run from several threads at once, and the rest
+    is pure functions of the inputs.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        variant: Literal["fp32", "int8"] = "fp32",
+        intra_op_threads: int = 1,
+        batch_size: int = 256,
+    ) -> None:
+        model_dir = Path(model_dir)
+        if variant not in MODEL_FILES:
+            raise ValueError(f"variant must be one of {sorted(MODEL_FILES)}, got {variant!r}")
+        model_path = model_dir / MODEL_FILES[variant]
+        for needed in (model_path, model_dir / "vocab.json", model_dir / "labels.json"):
+            if not needed.is_file():
+                raise FileNotFoundError(f"model artifact incomplete: {needed} is missing")
+        self.model_dir = model_dir
+        self.variant = variant
+        self.batch_size = batch_size
+        self.vocab = Vocab.load(model_dir / "vocab.json")
+        self.labels = LabelSpace.load(model_dir / "labels.json")
+        card_path = model_dir / "model_card.json"
+        card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+        base_version = card.get("version") or _file_digest(model_path)[:12]
+        self.model_version: str = f"{base_version}-{variant}"
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+
+    def run(self, token_lists: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+        """Raw outputs of the ONNX graph for one batch of token lists (plus ``lengths``)."""
+        feeds = self.vocab.encode(token_lists)
+        names = [out.name for out in self.session.get_outputs()]
+        values = self.session.run(names, feeds)
+        outputs = dict(zip(names, values, strict=True))
+        outputs["lengths"] = feeds["lengths"]
+        return outputs
+
+    def analyze_tokens(
+        self, token_lists: Sequence[Sequence[str]], heads: Sequence[str] | None = None
+    ) -> list[TokenAnalysis]:
+        """Decoded analyses of pre-tokenised texts, in batches of ``batch_size``.
+
+        Texts are grouped by length so that batches carry little padding; results come back in
+        the input order. ``heads`` limits which NER heads are decoded (default: all of them).
+        """
+        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+        results: list[TokenAnalysis | None] = [None] * len(token_lists)
+        for begin in range(0, len(order), self.batch_size):
+            chunk = order[begin : begin + self.batch_size]
+            outputs = self.run([token_lists[i] for i in chunk])
+            for i, analysis in zip(
+                chunk, self.labels.decode(outputs, outputs["lengths"], heads), strict=True
+            ):
+                results[i] = analysis
+        return [r for r in results if r is not None]
+
+    def analyze(self, texts: Sequence[str]) -> list[TweetPrediction]:
+        """Tweet sentiment and entity mentions (serving NER head) with their own sentiment."""
+        tokenised = [tokenize(text) for text in texts]
+        serving = self.labels.serving_head
+        analyses = self.analyze_tokens(
+            [[tok.text for tok in tokens] for tokens in tokenised], heads=[serving]
+        )
+        predictions = []
+        for text, tokens, analysis in zip(texts, tokenised, analyses, strict=True):
+            mentions = []
+            for start, end, kind in bio_spans(analysis.tags[serving]):
+                probs = span_sentiment(analysis.entity_sentiment_logits, start, end)
+                best = int(probs.argmax())
+                surface = text[tokens[start].start : tokens[end - 1].end]
+                mentions.append(
+                    Mention(
+                        entity=surface,
+                        entity_key=entity_key(surface),
+                        type=kind,
+                        start=tokens[start].start,
+                        end=tokens[end - 1].end,
+                        sentiment=SENTIMENTS[best],
+                        score=float(probs[best]),
+                        probs=(float(probs[0]), float(probs[1]), float(probs[2])),
+                    )
+                )
+            tweet = analysis.tweet_probs
+            best_tweet = int(tweet.argmax())
+            predictions.append(
+                TweetPrediction(
+                    sentiment=SENTIMENTS[best_tweet],
+                    probs=(float(tweet[0]), float(tweet[1]), float(tweet[2])),
+                    mentions=mentions,
+                )
+            )
+        return predictions

@@ -1,0 +1,83 @@
+"""ONNX export: onnxruntime must reproduce torch on real batches of any shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from model_export.embeddings import build_vocab
+from model_export.export import OPSET, export_onnx, parity, quantize_int8
+from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
+from model_export.model import ModelConfig, TweetTagger
+from model_export.readers import read_conll
+from stream.settings import Settings
+
+DATA = Settings().data_dir
+
+
+@pytest.fixture(scope="module")
+def sentences() -> list[list[str]]:
+    if not (DATA / "wnut16").is_dir():
+        pytest.skip(f"shared data not found at {DATA}")
+    return [s.tokens for s in read_conll(DATA / "wnut16" / "dev.conll").sentences]
+
+
+@pytest.fixture(scope="module")
+def exported(sentences: list[list[str]], tmp_path_factory: pytest.TempPathFactory):
+    torch.manual_seed(0)
+    vocab = build_vocab(sentences[:500], max_words=3000)
+    model = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars)))
+    with torch.no_grad():  # non-trivial weights everywhere, as after training
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    model.eval()
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(model, vocab, path, sentences[:8])
+    return model, vocab, path
+
+
+def test_onnx_matches_torch_on_real_batches(exported, sentences: list[list[str]]):
+    model, vocab, path = exported
+    batches = [sentences[:1], sentences[1:33], sentences[33:289], sentences[500:564]]
+    assert parity(model, vocab, path, batches) <= 1e-4
+
+
+def test_graph_has_dynamic_axes_and_opset(exported):
+    _, _, path = exported
+    graph = onnx.load(str(path))
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= OPSET
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+              for i in graph.graph.input}
+    assert inputs == {"word_ids": ["batch", "tokens"], "char_ids": ["batch", "tokens", "chars"],
+                      "lengths": ["batch"]}
+    assert [o.name for o in graph.graph.output] == list(OUTPUT_NAMES)
+
+
+def test_padding_does_not_change_a_sentence(exported, sentences: list[list[str]]):
+    _, vocab, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    short = sentences[3][:5]
+    long_one = max(sentences[:200], key=len) + ["Supercalifragilisticexpialidocious"]
+    alone = session.run(None, vocab.encode([short]))
+    padded = session.run(None, vocab.encode([short, long_one]))
+    for a, p in zip(alone, padded, strict=True):
+        np.testing.assert_allclose(a[0], p[0][tuple(slice(0, n) for n in a[0].shape)],
+                                   atol=1e-5)
+
+
+def test_int8_model_runs_and_stays_close(exported, sentences: list[list[str]], tmp_path: Path):
+    model, vocab, path = exported
+    target = tmp_path / "model.int8.onnx"
+    quantize_int8(path, target)
+    assert target.stat().st_size < 0.8 * path.stat().st_size
+    feeds = vocab.encode(sentences[:32])
+    got = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"]).run(None, feeds)
+    with torch.no_grad():
+        want = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
+    tweet = OUTPUT_NAMES.index("tweet_sentiment_logits")
+    assert np.abs(got[tweet] - want[tweet].numpy()).max() < 0.5

@@ -1,0 +1,159 @@
+"""Runtime decoding (numpy) and the committed ONNX artifact on real tweets."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from stream.inference import (
+    Analyzer,
+    LabelSpace,
+    best_tags,
+    bio_constraints,
+    bio_spans,
+    log_softmax,
+    span_sentiment,
+    viterbi,
+)
+from stream.predictions import SENTIMENTS
+from stream.settings import DEFAULT_MODEL_DIR
+from stream.textproc import entity_key
+
+TAGS = ["O", "B-person", "I-person", "B-company", "I-company"]
+
+
+def test_viterbi_never_opens_a_span_with_inside_tag():
+    start, trans = bio_constraints(TAGS)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(64, 12, len(TAGS))).astype(np.float32)
+    logits[:, :, 2] += 2.0  # the greedy choice would be a stray I-person almost everywhere
+    lengths = rng.integers(1, 13, size=64)
+    best = viterbi(log_softmax(logits), lengths, start, trans)
+    for row, length in zip(best, lengths, strict=True):
+        tags = [TAGS[k] for k in row[:length]]
+        for prev, tag in zip(["O", *tags], tags, strict=False):
+            if tag.startswith("I-"):
+                assert prev[2:] == tag[2:] and prev != "O"
+
+
+def test_viterbi_equals_greedy_when_greedy_is_valid():
+    start, trans = bio_constraints(TAGS)
+    logits = np.full((1, 4, len(TAGS)), -5.0, dtype=np.float32)
+    for t, k in enumerate([1, 2, 0, 3]):
+        logits[0, t, k] = 5.0
+    best = viterbi(log_softmax(logits), np.array([4]), start, trans)
+    assert best[0].tolist() == [1, 2, 0, 3]
+
+
+def test_bio_spans_and_span_sentiment():
+    assert bio_spans(["B-person", "I-person", "O", "I-company", "B-company"]) == [
+        (0, 2, "person"), (3, 4, "company"), (4, 5, "company")]
+    logits = np.array([[3.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 9.0]])
+    probs = span_sentiment(logits, 0, 2)
+    assert probs.argmax() == 0 and abs(probs.sum() - 1) < 1e-6
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    if not (DEFAULT_MODEL_DIR / "model.onnx").is_file():
+        pytest.fail(f"the committed artifact is missing from {DEFAULT_MODEL_DIR}")
+    return Analyzer(DEFAULT_MODEL_DIR)
+
+
+def test_runtime_imports_no_torch(analyzer: Analyzer):
+    # stream.inference is imported above; training libraries must not come with it.
+    import subprocess
+
+    code = ("import sys, stream.inference, stream.textproc, stream.predictions; "
+            "print([m for m in ('torch', 'gensim') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_artifact_files_describe_each_other(analyzer: Analyzer):
+    labels = json.loads((DEFAULT_MODEL_DIR / "labels.json").read_text())
+    outputs = {o.name: o.shape for o in analyzer.session.get_outputs()}
+    for head in labels["ner_heads"].values():
+        assert outputs[head["output"]][-1] == len(head["tags"])
+    assert labels["serving_ner_head"] in labels["ner_heads"]
+    assert [i.name for i in analyzer.session.get_inputs()] == ["word_ids", "char_ids", "lengths"]
+    card = json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())
+    assert analyzer.model_version == f"{card['version']}-fp32"
+    assert sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir()) < 25 * 2**20
+
+
+REAL_TWEETS = [
+    "Just landed in New York , the Empire State Building looks amazing tonight",
+    "@united lost my bag again . Worst airline ever #fail",
+    "Watching the Lakers beat the Celtics with Kobe Bryant on ESPN",
+    "Apple and Samsung both announced new phones today",
+    "",
+    "   ",
+    "😡😡😡",
+]
+
+
+def test_analyze_real_tweets_gives_consistent_mentions(analyzer: Analyzer):
+    predictions = analyzer.analyze(REAL_TWEETS)
+    serving_tags = analyzer.labels.ner_heads[analyzer.labels.serving_head]["tags"]
+    assert len(predictions) == len(REAL_TWEETS)
+    found = 0
+    for text, prediction in zip(REAL_TWEETS, predictions, strict=True):
+        assert prediction.sentiment in SENTIMENTS
+        assert abs(sum(prediction.probs) - 1) < 1e-4
+        for mention in prediction.mentions:
+            found += 1
+            assert text[mention.start : mention.end] == mention.entity
+            assert mention.entity_key == entity_key(mention.entity)
+            assert f"B-{mention.type}" in serving_tags
+            assert mention.sentiment == SENTIMENTS[int(np.argmax(mention.probs))]
+            assert mention.score == max(mention.probs)
+    assert found >= 3  # New York, Lakers/Celtics/Kobe Bryant, Apple/Samsung...
+    assert predictions[4].mentions == [] and predictions[5].mentions == []
+
+
+def test_a_tweet_scores_the_same_alone_and_in_a_batch(analyzer: Analyzer):
+    batch = analyzer.analyze(REAL_TWEETS)
+    for text, together in zip(REAL_TWEETS, batch, strict=True):
+        alone = analyzer.analyze([text])[0]
+        assert alone.mentions == together.mentions
+        np.testing.assert_allclose(alone.probs, together.probs, atol=1e-5)
+
+
+def test_analyze_tokens_decodes_every_head(analyzer: Analyzer):
+    analyses = analyzer.analyze_tokens([["Obama", "visits", "London"], ["hi"]])
+    labels = LabelSpace.load(DEFAULT_MODEL_DIR / "labels.json")
+    assert set(analyses[0].tags) == set(labels.ner_heads)
+    assert all(len(tags) == 3 for tags in analyses[0].tags.values())
+    assert analyses[0].entity_sentiment_logits.shape == (3, 3)
+
+
+def test_int8_model_agrees_with_fp32_on_tweet_sentiment():
+    fp32 = Analyzer(DEFAULT_MODEL_DIR, "fp32").analyze(REAL_TWEETS)
+    int8 = Analyzer(DEFAULT_MODEL_DIR, "int8").analyze(REAL_TWEETS)
+    diff = max(abs(a - b) for x, y in zip(fp32, int8, strict=True)
+               for a, b in zip(x.probs, y.probs, strict=True))
+    assert diff < 0.15
+
+
+def test_unknown_variant_and_missing_folder_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="variant"):
+        Analyzer(DEFAULT_MODEL_DIR, "fp16")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="model.onnx is missing"):
+        Analyzer(tmp_path)
+
+
+def test_best_tags_equals_full_viterbi():
+    start, trans = bio_constraints(TAGS)
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(200, 9, len(TAGS))).astype(np.float32)
+    logits[:100, :, 0] += 4.0  # mostly-O rows: greedy is valid there
+    lengths = rng.integers(0, 10, size=200)
+    full = viterbi(log_softmax(logits), lengths, start, trans)
+    fast = best_tags(logits, lengths, start, trans)
+    for row_fast, row_full, length in zip(fast, full, lengths, strict=True):
+        assert row_fast[:length].tolist() == row_full[:length].tolist()

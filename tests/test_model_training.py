@@ -1,0 +1,37 @@
+"""A short multi-task training run on a slice of the real data: the loss must fall."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model_export.embeddings import build_vocab
+from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
+from model_export.train import TrainConfig, load_training_sets, train
+from stream.settings import Settings
+
+DATA = Settings().data_dir
+
+
+@pytest.mark.slow
+def test_short_training_run_lowers_the_loss(tmp_path: Path):
+    if not (DATA / "wnut16").is_dir():
+        pytest.skip(f"shared data not found at {DATA}")
+    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=10,
+                         evaluate_dev=False, dropout=0.0, word_dropout=0.0, lowercase_prob=0.0)
+    sets = load_training_sets(config)
+    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
+    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
+    result = train(config, (vocab, matrix, 0.0))
+    # limit=32 = one batch per task, so every epoch sees the same six batches.
+    assert sorted(sets) == ["btc", "mitchell2013", "sentiment", "topic", "wnut16", "wnut17"]
+    assert all(len(examples) == 32 for examples in sets.values())
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 10 and len(result.losses) == 60
+    assert losses[-1] < 0.5 * losses[0]
+    feeds = vocab.encode([["hello", "world"]])
+    outputs = result.model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
+    assert len(outputs) == len(OUTPUT_NAMES)
