@@ -120,7 +120,10 @@ def test_a_tweet_scores_the_same_alone_and_in_a_batch(analyzer: Analyzer):
     batch = analyzer.analyze(REAL_TWEETS)
     for text, together in zip(REAL_TWEETS, batch, strict=True):
         alone = analyzer.analyze([text])[0]
-        assert alone.mentions == together.mentions
+        assert [(m.start, m.end, m.type, m.sentiment) for m in alone.mentions] == [
+            (m.start, m.end, m.type, m.sentiment) for m in together.mentions]
+        for one, other in zip(alone.mentions, together.mentions, strict=True):
+            np.testing.assert_allclose(one.probs, other.probs, atol=1e-5)
         np.testing.assert_allclose(alone.probs, together.probs, atol=1e-5)
 
 
