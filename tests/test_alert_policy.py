@@ -1,7 +1,8 @@
 """The alert policy: window, minimum count, negative share, cooldown, idempotent storage.
 
-The pure decision is tested directly; the counting runs against a real PostgreSQL database
-(migrated with the project's Alembic migrations) because it is a SQL range query.
+The pure decision is tested directly; the counting runs against a real PostgreSQL database and
+the demo's SQLite store (both migrated with the project's Alembic migrations) because it is a
+SQL range query.
 """
 
 from __future__ import annotations
@@ -96,9 +97,11 @@ def test_bad_negative_records_are_rejected_with_a_reason(raw, reason):
 # --- counting in PostgreSQL ----------------------------------------------------------------
 
 
-@pytest.fixture
-async def engine(pg_url):
-    eng = create_engine(pg_url)
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def engine(request):
+    """PostgreSQL (production) and SQLite (the demo's store): the same queries on both."""
+    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
+    eng = create_engine(url)
     yield eng
     await eng.dispose()
 
