@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         "this and is its most likely class.",
     )
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Training/test data folder.")
+    batch_trace_path: Path | None = Field(
+        None,
+        description="Append one JSON line per committed micro-batch (size, stage timings, "
+        "commit time) to this file; what `tweetwatch bench pipeline` measures latency and "
+        "the profile from. Unset: no trace.",
+    )
 
     # --- Alerts ----------------------------------------------------------------------------
     alert_window_s: int = Field(300, ge=1, description="Alert window per entity, seconds.")
