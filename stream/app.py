@@ -73,6 +73,10 @@ def create_app(settings: Settings, agents: Sequence[str] | None = None) -> faust
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Stopping or rebalancing does not wait for in-flight batches: a batch that cannot
+        # commit (database down) would hold the worker forever. Its offsets are not
+        # acknowledged, so it is simply delivered again (and deduplicated by the store).
+        stream_wait_empty=False,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 5),
         broker_rebalance_timeout=settings.kafka_session_timeout_s,

@@ -76,6 +76,36 @@ def pg_url() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class ScratchDatabase:
+    """A migrated PostgreSQL database of one test, which the test may cut off."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.url = f"{PG_SERVER.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+
+    def allow_connections(self, allow: bool) -> None:
+        """Refuse (and cut) or allow connections: a database outage, for the worker."""
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS '
+                         f'{"true" if allow else "false"}')
+            if not allow:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = %s", (self.name,))
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[ScratchDatabase]:
+    database = ScratchDatabase(f"tweetwatch_test_{RUN_ID}_{uuid.uuid4().hex[:6]}")
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database.name}"')
+    try:
+        upgrade(database.url)
+        yield database
+    finally:
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A migrated SQLite store in the test's temporary folder (the demo's kind of store)."""

@@ -17,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
@@ -27,6 +28,9 @@ from stream.publish import Outgoing, publish, replay_messages, text_id
 from stream.settings import Settings
 from stream.storage import EntityMention, Tweet, create_engine
 from stream.worker_process import WorkerProcess, settings_env
+
+if TYPE_CHECKING:
+    from conftest import ScratchDatabase
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -269,3 +273,31 @@ def test_cli_publish_and_history(topic_settings: Settings, tmp_path: Path) -> No
     assert sum(d["mentions"] for d in days) >= top[1]
     assert all(set(d) >= {"day", "entity", "negative", "neutral", "positive", "mentions",
                           "negative_share"} for d in days)
+
+
+
+def test_stop_during_database_outage_loses_nothing(topic_settings: Settings,
+                                                   scratch_database: ScratchDatabase,
+                                                   tmp_path: Path) -> None:
+    """The database goes away mid-stream, so the worker holds a batch it cannot commit; it is
+    then stopped (SIGTERM). The held batch must not be acknowledged: once the database is back,
+    a new worker stores every tweet."""
+    url = scratch_database.url
+    settings = topic_settings.model_copy(update={"database_url": url, "max_batch": 16})
+    messages = replay_messages(settings.data_dir, 1500, source="sentiment", seed=5)
+    ids = [json.loads(m.value)["id"] for m in messages]
+    asyncio.run(publish(settings.kafka_bootstrap_servers, settings.topic_tweets, messages))
+    first = WorkerProcess(settings, tmp_path / "worker1.log", agents=["analyze"]).start()
+    _wait_for(url, ids, 200, [first])
+    scratch_database.allow_connections(False)
+    time.sleep(3.0)  # the worker now retries a batch it cannot commit
+    assert first.alive()
+    first.stop()
+    assert "database write failed" in first.log_path.read_text()
+    scratch_database.allow_connections(True)
+    assert asyncio.run(_count(url, ids)) < len(ids), "the worker finished before the outage"
+    second = WorkerProcess(settings, tmp_path / "worker2.log", agents=["analyze"]).start()
+    try:
+        assert _wait_for(url, ids, len(ids), [second]) == len(ids)
+    finally:
+        second.stop()
