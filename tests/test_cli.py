@@ -116,6 +116,6 @@ def test_analyze_json_lines() -> None:
             assert set(entity) >= {"entity", "entity_key", "type", "sentiment", "score"}
             assert result["text"][entity["start"]:entity["end"]] == entity["entity"]
     assert any(r.get("entities") for r in results), "no entity found in any of the tweets"
-    table = tweetwatch("analyze", "-", stdin="\n".join(lines) + "\n")
+    table = tweetwatch("analyze", "-", stdin="\n".join(lines) + "\n", env={"COLUMNS": "200"})
     assert table.returncode == 0, table.stderr
     assert "missing field 'text'" in table.stdout
