@@ -6,7 +6,8 @@ in order on one partition and are handled one at a time):
 1. validate the record (a bad one goes to the dead-letter topic with the reason);
 2. compute the deterministic ``alert_id`` (entity key + window) and stop if it is stored
    already -- a redelivery or a restart never calls the LLM or publishes twice;
-3. count the entity's mentions in the window and apply the policy (``stream.alerting``);
+3. apply the policy (``stream.alerting``): the cooldown first (this worker's memory of the
+   alerts it stored, else the alerts table), then the entity's mentions in the window;
 4. write the text: the LLM when configured and healthy, else the template (``stream.prompts``);
 5. in one transaction: insert the alert (``ON CONFLICT DO NOTHING``), publish it to the alerts
    topic and wait for the broker's acknowledgement, commit. Only then is the message's offset
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,7 @@ from stream.alerting import (
     parse_negative_record,
     window_for,
     window_stats,
+    within_cooldown,
 )
 from stream.llm import ChatClient
 from stream.prompts import AlertContext, write_alert
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _DB_RETRY_MAX_S = 30.0
+_FIRED_CACHE_KEYS = 50_000
 
 
 class AlertWorker:
@@ -68,6 +72,15 @@ class AlertWorker:
         self.engine = engine
         self.client = client
         self.policy = AlertPolicy.from_settings(settings)
+        # Window end of the latest alert this worker stored, per entity key (LRU): a cache of
+        # the alerts table that spares hot entities' mentions in the cooldown any query.
+        self._fired: OrderedDict[str, datetime] = OrderedDict()
+
+    def _remember(self, key: str, end: datetime) -> None:
+        self._fired[key] = max(end, self._fired.get(key, end))
+        self._fired.move_to_end(key)
+        while len(self._fired) > _FIRED_CACHE_KEYS:
+            self._fired.popitem(last=False)
 
     async def handle(self, message: Message) -> dict[str, Any] | None:
         """Process one message; returns the alert it published, if any."""
@@ -84,14 +97,21 @@ class AlertWorker:
 
     async def _evaluate(self, mention: NegativeMention) -> dict[str, Any] | None:
         start, end = window_for(self.policy, mention.created_at)
-        alert_id = alert_id_for(mention.entity_key, start, end)
+        key = mention.entity_key
+        alert_id = alert_id_for(key, start, end)
+        last = self._fired.get(key)
+        if last is not None and within_cooldown(self.policy, last, end):
+            return None  # silenced by an alert this worker stored: no database round trip
         async with self.engine.connect() as conn:
             if await alert_exists(conn, alert_id):
                 log.debug("alert %s already stored; not generated again", alert_id)
                 return None
+            blocker = await cooldown_blocker(conn, self.policy, key, end)
+            if blocker is not None:
+                log.debug("no alert for %r at %s: cooldown after %s", key, end, blocker)
+                return None
             stats = await window_stats(conn, self.policy, mention)
-            blocker = await cooldown_blocker(conn, self.policy, mention.entity_key, end)
-        decision = decide(self.policy, stats, blocker)
+        decision = decide(self.policy, stats)
         if not decision.fire:
             log.debug("no alert for %r at %s: %s", mention.entity_key, end, decision.reason)
             return None
@@ -122,8 +142,9 @@ class AlertWorker:
                 return None
             # Delivery confirmed before the commit: a crash in between re-sends the same
             # alert_id (at-least-once) rather than losing it.
-            await (await self.topics.alerts.send(key=mention.entity_key.encode("utf-8"),
+            await (await self.topics.alerts.send(key=key.encode("utf-8"),
                                                  value=encode(alert), force=True))
+        self._remember(key, end)
         log.info("alert %s (%s): %s", alert_id, written.generator, decision.reason)
         return alert
 

@@ -146,18 +146,22 @@ def alert_id_for(entity_key: str, window_start: datetime, window_end: datetime) 
     return f"{entity_key}:{start_ms}-{end_ms}"
 
 
-def decide(policy: AlertPolicy, stats: WindowStats, in_cooldown_of: str | None) -> Decision:
-    """Pure policy: fire or not, and why (the reason is logged and tested)."""
+def decide(policy: AlertPolicy, stats: WindowStats) -> Decision:
+    """Pure policy on the window's counts: fire or not, and why (logged and tested). The
+    cooldown is checked before the counts (:func:`cooldown_blocker`), since it is cheaper."""
     if stats.negative_mentions < policy.min_negative:
         return Decision(False, f"{stats.negative_mentions} negative mentions < "
                                f"{policy.min_negative} needed")
     if stats.negative_share < policy.min_negative_share:
         return Decision(False, f"negative share {stats.negative_share:.2f} < "
                                f"{policy.min_negative_share:.2f}")
-    if in_cooldown_of is not None:
-        return Decision(False, f"cooldown after alert {in_cooldown_of}")
     return Decision(True, f"{stats.negative_mentions} of {stats.mentions} mentions negative "
                           f"(share {stats.negative_share:.2f}) in {policy.window_s} s")
+
+
+def within_cooldown(policy: AlertPolicy, alert_end: datetime, at: datetime) -> bool:
+    """Does an alert whose window ended at ``alert_end`` silence a mention at ``at``?"""
+    return abs(alert_end - at) < timedelta(seconds=policy.cooldown_s)
 
 
 def _aware(value: datetime) -> datetime:
@@ -266,21 +270,11 @@ def alert_from_row(row: Any) -> dict[str, Any]:
     }
 
 
-async def recent_alerts(conn: AsyncConnection, limit: int,
-                        after: tuple[datetime, str] | None = None) -> list[dict[str, Any]]:
-    """Stored alerts in creation order: the last ``limit``, or those after a (time, id) mark."""
+async def recent_alerts(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` stored alerts, oldest first (creation order)."""
     table = Alert.__table__
-    query = sa.select(table)
-    if after is None:
-        rows = (await conn.execute(
-            query.order_by(table.c.created_at.desc(), table.c.alert_id.desc()).limit(limit)
-        )).all()
-        rows.reverse()
-    else:
-        at, alert_id = after
-        rows = (await conn.execute(
-            query.where(sa.or_(table.c.created_at > at,
-                               sa.and_(table.c.created_at == at, table.c.alert_id > alert_id)))
-            .order_by(table.c.created_at, table.c.alert_id).limit(limit)
-        )).all()
-    return [alert_from_row(row) for row in rows]
+    rows = (await conn.execute(
+        sa.select(table).order_by(table.c.created_at.desc(), table.c.alert_id.desc())
+        .limit(limit)
+    )).all()
+    return [alert_from_row(row) for row in reversed(rows)]

@@ -28,6 +28,7 @@ from stream.alerting import (
     recent_alerts,
     window_for,
     window_stats,
+    within_cooldown,
 )
 from stream.storage import Alert, create_engine, store_batch
 
@@ -43,15 +44,20 @@ def stats(negative: int, total: int) -> WindowStats:
 # --- pure policy ---------------------------------------------------------------------------
 
 
-def test_min_count_share_and_cooldown_decide():
-    assert not decide(POLICY, stats(2, 2), None).fire
-    assert "2 negative mentions < 3" in decide(POLICY, stats(2, 2), None).reason
-    assert decide(POLICY, stats(3, 6), None).fire  # share 0.5 is enough
-    assert "share 0.43 < 0.50" in decide(POLICY, stats(3, 7), None).reason
-    blocked = decide(POLICY, stats(5, 5), "acme:1-2")
-    assert not blocked.fire and "cooldown after alert acme:1-2" in blocked.reason
+def test_min_count_and_share_decide():
+    assert not decide(POLICY, stats(2, 2)).fire
+    assert "2 negative mentions < 3" in decide(POLICY, stats(2, 2)).reason
+    assert decide(POLICY, stats(3, 6)).fire  # share 0.5 is enough
+    assert "share 0.43 < 0.50" in decide(POLICY, stats(3, 7)).reason
     seeds = AlertPolicy(300, 1, 0.0, 0, 0.5)  # one alert per negative mention
-    assert decide(seeds, stats(1, 10), None).fire
+    assert decide(seeds, stats(1, 10)).fire
+
+
+def test_cooldown_is_symmetric_and_zero_disables_it():
+    assert within_cooldown(POLICY, T0, T0 + timedelta(seconds=899))
+    assert within_cooldown(POLICY, T0, T0 - timedelta(seconds=899))
+    assert not within_cooldown(POLICY, T0, T0 + timedelta(seconds=900))
+    assert not within_cooldown(AlertPolicy(300, 1, 0.0, 0, 0.5), T0, T0)
 
 
 def test_window_and_alert_id_are_deterministic():
@@ -146,7 +152,7 @@ async def test_window_counts_all_mentions_in_the_half_open_window(engine, key):
     assert (got.negative_mentions, got.mentions) == (3, 5)
     assert got.tweet_ids == (f"{key}-n3", f"{key}-n2", f"{key}-n1")  # newest first
     assert got.texts[0] == f"tweet {key}-n3 about {key}"
-    assert decide(POLICY, got, None).fire
+    assert decide(POLICY, got).fire
 
 
 async def test_share_below_threshold_does_not_fire(engine, key):
@@ -158,7 +164,7 @@ async def test_share_below_threshold_does_not_fire(engine, key):
     async with engine.connect() as conn:
         got = await window_stats(conn, POLICY, mention_at(key, "n0", T0))
     assert (got.negative_mentions, got.mentions) == (3, 7)
-    assert not decide(POLICY, got, None).fire
+    assert not decide(POLICY, got).fire
 
 
 async def test_triggering_mention_counts_even_if_not_stored(engine, key):
@@ -198,14 +204,16 @@ async def test_cooldown_and_idempotent_insert(engine, key):
     assert alert_from_row(row) == first  # the wire record round-trips through the table
 
 
-async def test_recent_alerts_order_and_follow_mark(engine, key):
-    later = datetime.now(UTC) + timedelta(days=1)  # newer than anything else in the database
-    rows = [alert_row(key + k, later + timedelta(seconds=i)) for i, k in enumerate("abc")]
-    async with engine.begin() as conn:
-        for row in rows:
-            await insert_alert(conn, row)
-    async with engine.connect() as conn:
-        assert [a["entity_key"] for a in await recent_alerts(conn, 2)] == [key + "b", key + "c"]
-        mark = (datetime.fromisoformat(rows[0]["created_at"]), rows[0]["alert_id"])
-        after = await recent_alerts(conn, 10, after=mark)
-    assert [a["entity_key"] for a in after] == [key + "b", key + "c"]
+async def test_recent_alerts_are_the_last_ones_oldest_first(sqlite_url, key):
+    """On a store of its own: "the last N alerts" is about the whole table."""
+    engine = create_engine(sqlite_url)
+    rows = [alert_row(key + k, T0 + timedelta(seconds=i)) for i, k in enumerate("abc")]
+    try:
+        async with engine.begin() as conn:
+            for row in reversed(rows):
+                await insert_alert(conn, row)
+        async with engine.connect() as conn:
+            assert await recent_alerts(conn, 2) == rows[1:]
+            assert await recent_alerts(conn, 10) == rows
+    finally:
+        await engine.dispose()
