@@ -17,13 +17,14 @@ delivered again after a restart (and ``ON CONFLICT DO NOTHING`` absorbs what was
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import faust
 from faust.types import EventT, StreamT
@@ -74,6 +75,16 @@ class BatchStats:
             self.since = now
 
 
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What one batch's transaction did, and how long the database and the broker took."""
+
+    stored: int
+    negatives: int
+    db_s: float
+    kafka_s: float
+
+
 def tweet_rows(tweets: Sequence[TweetIn], predictions: Sequence[TweetPrediction],
                created: Sequence[datetime], ingested_at: datetime,
                model_version: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -103,6 +114,11 @@ class BatchProcessor:
     def __init__(self, settings: Settings, topics: Topics, analyzer: Analyzer,
                  engine: AsyncEngine, executor: ThreadPoolExecutor) -> None:
         self.settings = settings
+        # One JSON line per committed batch (the pipeline benchmark's clock), when asked.
+        self.trace: IO[str] | None = None
+        if settings.batch_trace_path is not None:
+            settings.batch_trace_path.parent.mkdir(parents=True, exist_ok=True)
+            self.trace = open(settings.batch_trace_path, "a", encoding="utf-8")  # noqa: SIM115
         self.topics = topics
         self.analyzer = analyzer
         self.engine = engine
@@ -111,6 +127,7 @@ class BatchProcessor:
 
     async def process(self, events: Sequence[EventT]) -> None:
         """Validate, analyse, store and publish one batch; returns once it is committed."""
+        started = time.perf_counter()
         now = datetime.now(UTC)
         good: list[TweetIn] = []
         sources: list[Message] = []
@@ -132,6 +149,7 @@ class BatchProcessor:
             sources.append(message)
             created.append((tweet.created_at or _message_time(message.timestamp, now))
                            .astimezone(UTC))
+        parsed = time.perf_counter()
 
         predictions: list[TweetPrediction | None] = []
         if good:
@@ -142,11 +160,23 @@ class BatchProcessor:
                 sends.append(await self._dead_letter(sources[index], reason, now))
                 del good[index], created[index], predictions[index]
         analysed = [p for p in predictions if p is not None]
+        modelled = time.perf_counter()
         self.stats.rejected += len(sends)
         tweets, mentions = tweet_rows(good, analysed, created, now, self.analyzer.model_version)
-        await self._commit(good, analysed, created, tweets, mentions, sends)
+        rows_done = time.perf_counter()
+        result = await self._commit(good, analysed, created, tweets, mentions, sends)
         self.stats.batches += 1
         self.stats.maybe_log()
+        if self.trace is not None:
+            self.trace.write(json.dumps({
+                "ingested_at": now.isoformat(), "committed": time.time(),
+                "events": len(events), "stored": result.stored,
+                "rejected": len(sends),
+                "negative": result.negatives,
+                "parse_s": parsed - started, "model_s": modelled - parsed,
+                "rows_s": rows_done - modelled, "db_s": result.db_s, "kafka_s": result.kafka_s,
+            }) + "\n")
+            self.trace.flush()
 
     async def _analyze(self, tweets: Sequence[TweetIn]) -> list[TweetPrediction | None]:
         """The model on the whole batch in the thread pool; if the batch fails, tweet by tweet,
@@ -175,19 +205,24 @@ class BatchProcessor:
 
     async def _commit(self, good: Sequence[TweetIn], predictions: Sequence[TweetPrediction],
                       created: Sequence[datetime], tweets: list[dict[str, Any]],
-                      mentions: list[dict[str, Any]], sends: list[asyncio.Future[Any]]) -> None:
+                      mentions: list[dict[str, Any]],
+                      sends: list[asyncio.Future[Any]]) -> CommitResult:
         """One transaction; retried with backoff while the database is unreachable, so a
         database outage pauses the stream instead of losing or skipping messages."""
         delay = 0.5
         while True:
             try:
+                began = time.perf_counter()
+                kafka_s = 0.0
                 async with self.engine.begin() as conn:
                     new_ids = await store_batch(conn, tweets, mentions)
+                    publishing = time.perf_counter()
                     negatives = await self._publish_negatives(good, predictions, created,
                                                               new_ids)
                     # Delivery confirmed before the commit: a crash in between re-sends
                     # (at-least-once) rather than loses.
                     await asyncio.gather(*sends, *negatives)
+                    kafka_s = time.perf_counter() - publishing
                 break
             except (OperationalError, InterfaceError, OSError) as exc:
                 # Connection-level trouble only; anything else is a bug, and retrying it
@@ -199,6 +234,8 @@ class BatchProcessor:
         self.stats.stored += len(new_ids)
         self.stats.duplicates += len(tweets) - len(new_ids)
         self.stats.negative += len(negatives)
+        return CommitResult(stored=len(new_ids), negatives=len(negatives),
+                            db_s=time.perf_counter() - began - kafka_s, kafka_s=kafka_s)
 
     async def _publish_negatives(self, good: Sequence[TweetIn],
                                  predictions: Sequence[TweetPrediction],
