@@ -328,6 +328,7 @@ def template_alert(ctx: AlertContext) -> str:
     )
     if ctx.tweets:
         example = _URL_RE.sub("[link]", sanitize_untrusted(ctx.tweets[0], 120))
+        example = _WS_RE.sub(" ", _EMOJI_RE.sub("", example)).strip()
         text += f' Example: "{example}"'
     return text
 

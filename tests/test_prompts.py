@@ -173,8 +173,8 @@ def test_template_is_deterministic_and_complete():
         "5 minutes up to 2026-11-21 12:05 UTC were negative. "
         'Example: "Verizon has been down all morning, no signal anywhere"'
     )
-    spammy = context(tweets=["Verizon scam \x07 see http://evil.example now"])
-    assert "http" not in template_alert(spammy) and "\x07" not in template_alert(spammy)
+    spammy = context(tweets=["Verizon scam \x07 see http://evil.example now \U0001F621\U0001F621"])
+    assert template_alert(spammy).endswith('Example: "Verizon scam see [link] now"')
 
 
 # --- end to end through the loopback LLM server -------------------------------------------
