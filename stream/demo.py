@@ -44,6 +44,7 @@ class Tally:
     rejected: int = 0
     negatives: int = 0
     alerts: int = 0
+    top_entity: str = "<entity>"
 
 
 async def _count_rows(engine: sa.ext.asyncio.AsyncEngine) -> int:
@@ -132,7 +133,7 @@ async def _run(settings: Settings, count: int, source: str, rate: float,
         stop.set()
         await asyncio.gather(*watchers)
         await _print_samples(engine, console)
-        await _print_history(engine, console)
+        tally.top_entity = await _print_history(engine, console) or tally.top_entity
     finally:
         stop.set()
         for task in watchers:
@@ -164,18 +165,20 @@ async def _print_samples(engine: sa.ext.asyncio.AsyncEngine, console: Console) -
     console.print(table)
 
 
-async def _print_history(engine: sa.ext.asyncio.AsyncEngine, console: Console) -> None:
-    """The reputation history table of the most-mentioned entities."""
+async def _print_history(engine: sa.ext.asyncio.AsyncEngine, console: Console) -> str | None:
+    """The reputation history table of the most-mentioned entities; returns the top one."""
     table = Table(title="reputation history: most-mentioned entities (entity_daily_history)")
-    for column in ("entity", "day", "mentions", "negative", "neutral", "positive",
-                   "negative share"):
-        table.add_column(column, justify="left" if column in ("entity", "day") else "right")
-    for total in await top_entities(engine, _TOP_ENTITIES, days=7):
+    table.add_column("entity", min_width=16)
+    for column in ("day", "mentions", "neg", "neu", "pos", "neg %"):
+        table.add_column(column, justify="left" if column == "day" else "right", no_wrap=True)
+    totals = await top_entities(engine, _TOP_ENTITIES, days=7)
+    for total in totals:
         for day in await entity_history(engine, total.entity_key, days=7):
             table.add_row(escape(day.entity), day.day.isoformat(), str(day.mentions),
                           str(day.negative), str(day.neutral), str(day.positive),
                           f"{day.negative_share:.0%}")
     console.print(table)
+    return totals[0].entity if totals else None
 
 
 def run_demo(settings: Settings, tweets: int, source: str, database_url: str | None,
@@ -212,4 +215,4 @@ def run_demo(settings: Settings, tweets: int, source: str, database_url: str | N
         f"rejected to the DLQ, {tally.negatives} negative entity mentions published, "
         f"{tally.alerts} alerts")
     console.print(f"query it: TWEETWATCH_DATABASE_URL='{db_url}' tweetwatch history "
-                  "\"<entity>\" --days 1")
+                  f"'{tally.top_entity}' --days 7")

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from stream.storage import EntityMention
 from stream.storage import entity_daily_history as view
 from stream.textproc import entity_key
 
@@ -52,6 +53,17 @@ def _since(days: int, today: date | None) -> date:
     return (today or datetime.now(UTC).date()) - timedelta(days=days - 1)
 
 
+async def display_name(engine: AsyncEngine, key: str) -> str | None:
+    """The most common spelling of an entity key in the mentions (``Obama`` rather than
+    whichever of ``OBAMA``/``obama``/``Obama`` sorts first)."""
+    count = sa.func.count()
+    query = (sa.select(EntityMention.entity).where(EntityMention.entity_key == key)
+             .group_by(EntityMention.entity).order_by(count.desc(), EntityMention.entity)
+             .limit(1))
+    async with engine.connect() as conn:
+        return (await conn.execute(query)).scalar()
+
+
 async def entity_history(engine: AsyncEngine, entity: str, days: int,
                          today: date | None = None) -> list[DayCount]:
     """Daily counts for ``entity`` (any spelling: ``@Apple``, ``#apple`` and ``Apple`` are the
@@ -70,7 +82,8 @@ async def entity_history(engine: AsyncEngine, entity: str, days: int,
         entry = per_day.setdefault(day, {"entity": surface, "negative": 0, "neutral": 0,
                                          "positive": 0})
         entry[sentiment] = entry.get(sentiment, 0) + int(mentions)
-    return [DayCount(day=day, entity=e["entity"], negative=e["negative"],
+    name = await display_name(engine, key) if per_day else None
+    return [DayCount(day=day, entity=name or e["entity"], negative=e["negative"],
                      neutral=e["neutral"], positive=e["positive"])
             for day, e in sorted(per_day.items())]
 
@@ -89,5 +102,6 @@ async def top_entities(engine: AsyncEngine, limit: int, days: int = 30,
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [EntityTotal(key, surface, int(n), int(neg or 0)) for key, surface, n, neg in rows]
+    return [EntityTotal(key, await display_name(engine, key) or surface, int(n), int(neg or 0))
+            for key, surface, n, neg in rows]
 

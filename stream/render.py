@@ -63,7 +63,7 @@ def history_table(entity: str, days: int, rows: Sequence[DayCount],
         return
     table = Table(title=f"{rows[-1].entity}: mentions per day, last {days} days")
     for column in ("day", "mentions", "negative", "neutral", "positive", "negative share"):
-        table.add_column(column, justify="right" if column != "day" else "left")
+        table.add_column(column, justify="right" if column != "day" else "left", no_wrap=True)
     for row in rows:
         table.add_row(row.day.isoformat(), str(row.mentions), str(row.negative),
                       str(row.neutral), str(row.positive), f"{row.negative_share:.0%}")
