@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from stream.settings import Settings
+from stream.worker_process import settings_env
 
 COMMANDS = ["worker", "publish", "analyze", "history", "topics", "demo", "broker", "db",
             "db upgrade", "db current", "config"]
@@ -119,3 +120,20 @@ def test_analyze_json_lines() -> None:
     table = tweetwatch("analyze", "-", stdin="\n".join(lines) + "\n", env={"COLUMNS": "200"})
     assert table.returncode == 0, table.stderr
     assert "missing field 'text'" in table.stdout
+
+
+def test_topics_command(topic_settings: Settings) -> None:
+    """`tweetwatch topics` leaves existing topics alone; on the embedded broker (no
+    CreateTopics) a missing topic is a one-line error, on real Kafka it is created."""
+    env = settings_env(topic_settings)
+    done = tweetwatch("topics", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:4] == [f"{name}: exists" for name in (
+        topic_settings.topic_tweets, topic_settings.topic_dlq, topic_settings.topic_negative,
+        topic_settings.topic_alerts)]
+    fresh = f"{topic_settings.topic_tweets}-fresh"
+    done = tweetwatch("topics", env={**env, "TWEETWATCH_TOPIC_TWEETS": fresh})
+    if done.returncode == 0:  # a real broker (KAFKA_BOOTSTRAP_SERVERS)
+        assert f"{fresh}: created" in done.stdout
+    else:
+        assert_one_line_error(done, 1, "cannot create topics")
