@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 
 _DB_RETRY_MAX_S = 30.0
 _FIRED_CACHE_KEYS = 50_000
+_Alert = dict[str, Any] | None  # the alert published for a message, if any
 
 
 class AlertWorker:
@@ -148,7 +150,8 @@ class AlertWorker:
         log.info("alert %s (%s): %s", alert_id, written.generator, decision.reason)
         return alert
 
-    async def _retrying_db(self, step: Any, mention: NegativeMention) -> dict[str, Any] | None:
+    async def _retrying_db(self, step: Callable[[NegativeMention], Awaitable[_Alert]],
+                           mention: NegativeMention) -> _Alert:
         """Run ``step`` until the database answers: an outage pauses alerts, loses none."""
         delay = 0.5
         while True:
