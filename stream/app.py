@@ -20,6 +20,7 @@ from faust.types import TopicT
 
 from stream.alert_agent import register_alert_agent
 from stream.analyze_agent import register_analyze_agent
+from stream.kafka_consumer import transport_class
 from stream.settings import Settings
 
 
@@ -83,6 +84,9 @@ def create_app(settings: Settings, agents: Sequence[str] | None = None) -> faust
         # Faust wants a data folder even with in-memory tables; keep it out of the checkout.
         datadir=Path(tempfile.gettempdir()) / f"tweetwatch-faust-{settings.app_id}",
     )
+    # Faust fixes the consumer's fetch wait at 1500 ms; see stream.kafka_consumer.
+    app.transport = transport_class(settings.kafka_fetch_max_wait_ms)(
+        app.conf.broker_consumer, app)
     topics = Topics(
         tweets=_raw_topic(app, settings.topic_tweets, settings),
         dlq=_raw_topic(app, settings.topic_dlq, settings),

@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     topic_alerts: str = Field("alerts", description="Alerts written by the alert worker.")
     topic_partitions: int = Field(4, ge=1, description="Partitions when creating topics.")
     topic_replication: int = Field(1, ge=1, description="Replication factor when creating topics.")
+    kafka_fetch_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        description="Longest time the worker's consumer lets the broker hold an empty fetch. "
+        "Kafka answers as soon as data arrives; the embedded (mock) broker waits it out, so "
+        "it bounds latency there (Faust's own 1500 ms gave p50 1.2 s at 300 tweets/s).",
+    )
     kafka_session_timeout_s: float = Field(
         10.0,
         ge=1.0,
