@@ -77,7 +77,8 @@ def _show(doc: dict, console: Console, tally: Tally, kind: str) -> None:
     if kind == "negative":
         tally.negatives += 1
         if tally.negatives <= _PRINT_NEGATIVES:
-            text = " ".join(doc["text"].split())[:90]
+            text = " ".join(doc["text"].split())
+            text = text if len(text) <= 90 else text[:89] + "…"
             console.print(f"[red]negative[/] [bold]{escape(doc['entity'])}[/] ({doc['type']}, "
                           f"p={doc['score']:.2f}, tweet {doc['tweet_sentiment']}): "
                           f"[dim]{escape(text)}[/]")
