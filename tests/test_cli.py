@@ -137,3 +137,18 @@ def test_topics_command(topic_settings: Settings) -> None:
         assert f"{fresh}: created" in done.stdout
     else:
         assert_one_line_error(done, 1, "cannot create topics")
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end() -> None:
+    """`tweetwatch demo` on nothing but this machine: broker, SQLite store, worker, replay."""
+    done = tweetwatch("demo", "--tweets", "400", env={"COLUMNS": "160"}, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = done.stdout
+    assert "embedded Kafka-protocol broker on 127.0.0.1:" in out
+    assert "done in" in out and "400 tweets stored, 0 rejected to the DLQ" in out
+    negatives = int(out.split("rejected to the DLQ, ")[1].split(" negative")[0])
+    assert negatives > 0
+    assert out.count("negative ") >= min(negatives, 25)
+    assert "reputation history: most-mentioned entities" in out
+    assert "tweetwatch history '" in out
