@@ -13,7 +13,7 @@ import logging
 import platform
 from pathlib import Path
 
-from model_export.evaluate import test_metrics
+from model_export.evaluate import test_metrics, throughput
 from model_export.export import export_onnx, parity, quantize_int8
 from model_export.heads import SERVING_HEAD, labels_document
 from model_export.readers import read_conll
@@ -113,6 +113,7 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
     write_card(out_dir, card)
     card["metrics"] = test_metrics(out_dir, config.data_dir, config.mitchell_folds)
     card["mitchell_folds_evaluated"] = list(config.mitchell_folds)
+    card["throughput_tweets_per_s"] = throughput(out_dir, config.data_dir)
     card["sizes_bytes"] = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir())}
     write_card(out_dir, card)
     return card

@@ -46,6 +46,15 @@ def format_table(metrics: dict, folds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def format_speed(speeds: dict) -> str:
+    """Tweets/s per variant and batch size (markdown)."""
+    sizes = list(next(iter(speeds.values())))
+    lines = ["| variant | " + " | ".join(f"batch {s}" for s in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    lines += [f"| {v} | " + " | ".join(str(speeds[v][s]) for s in sizes) + " |" for v in speeds]
+    return "tweets/s, Analyzer.analyze, 1 intra-op thread:\n" + "\n".join(lines)
+
+
 @click.command("train")
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Data folder (default: the data_dir setting, ../shared/data).")
@@ -54,7 +63,7 @@ def format_table(metrics: dict, folds: list[int]) -> str:
 @click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("runs"), show_default=True,
               help="Scratch folder (cached word vectors, training log).")
-@click.option("--epochs", type=int, default=25, show_default=True, help="Most epochs.")
+@click.option("--epochs", type=int, default=20, show_default=True, help="Most epochs.")
 @click.option("--patience", type=int, default=4, show_default=True,
               help="Epochs without dev improvement before stopping.")
 @click.option("--seed", type=int, default=13, show_default=True)
@@ -62,24 +71,39 @@ def format_table(metrics: dict, folds: list[int]) -> str:
 @click.option("--time-budget-min", type=float, default=None,
               help="Stop after the epoch that passes this many minutes.")
 @click.option("--embedding-epochs", type=int, default=5, show_default=True)
+@click.option("--hidden", type=int, default=64, show_default=True, help="Encoder width.")
+@click.option("--char-filters", type=int, default=16, show_default=True,
+              help="Char-CNN filters.")
+@click.option("--char-dim", type=int, default=8, show_default=True,
+              help="Character embedding size.")
+@click.option("--threads", type=int, default=None,
+              help="torch intra-op threads (default: torch's choice).")
 def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, epochs: int,
                   patience: int, seed: int, limit: int | None, time_budget_min: float | None,
-                  embedding_epochs: int) -> None:
+                  embedding_epochs: int, hidden: int, char_filters: int, char_dim: int,
+                  threads: int | None) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
+    import torch
+
     from model_export.artifact import write_artifact
     from model_export.train import TrainConfig, train
+
+    if threads:
+        torch.set_num_threads(threads)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
     config = TrainConfig(
         data_dir=data_dir or settings.data_dir, work_dir=work_dir, seed=seed, epochs=epochs,
-        patience=patience, limit=limit, embedding_epochs=embedding_epochs,
+        patience=patience, limit=limit, embedding_epochs=embedding_epochs, hidden=hidden,
+        char_filters=char_filters, char_dim=char_dim,
         time_budget_s=None if time_budget_min is None else 60 * time_budget_min,
     )
     result = train(config)
     card = write_artifact(result, config, out_dir or settings.model_dir)
     click.echo(f"trained in {result.wall_s / 60:.1f} min ({len(result.history)} epochs)")
     click.echo(format_table(card["metrics"], card["mitchell_folds_evaluated"]))
+    click.echo(format_speed(card["throughput_tweets_per_s"]))
 
 
 @click.command("eval")
@@ -89,9 +113,12 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
               help="Data folder (default: the data_dir setting).")
 @click.option("--write-card/--no-write-card", default=False, show_default=True,
               help="Store the figures in the folder's model_card.json.")
-def eval_command(model_dir: Path | None, data_dir: Path | None, write_card: bool) -> None:
+@click.option("--speed/--no-speed", default=True, show_default=True,
+              help="Also measure tweets/s of Analyzer.analyze (1 intra-op thread).")
+def eval_command(model_dir: Path | None, data_dir: Path | None, write_card: bool,
+                 speed: bool) -> None:
     """Score the fp32 and int8 ONNX models on the public test sets (runtime decoding)."""
-    from model_export.evaluate import test_metrics
+    from model_export.evaluate import test_metrics, throughput
 
     settings = get_settings()
     model_dir = model_dir or settings.model_dir
@@ -102,8 +129,13 @@ def eval_command(model_dir: Path | None, data_dir: Path | None, write_card: bool
         "mitchell_folds", [1])
     metrics = test_metrics(model_dir, data_dir, folds)
     click.echo(format_table(metrics, folds))
+    speeds = throughput(model_dir, data_dir) if speed else None
+    if speeds:
+        click.echo(format_speed(speeds))
     if write_card:
         card["metrics"] = metrics
+        if speeds:
+            card["throughput_tweets_per_s"] = speeds
         card["mitchell_folds_evaluated"] = folds
         card_path.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
         click.echo(f"wrote {card_path}")

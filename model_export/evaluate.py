@@ -7,6 +7,7 @@ model during training (dev scores for early stopping). Both go through the same 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from model_export.corpus import (
     topic_rows,
 )
 from model_export.heads import HEAD_BY_NAME
-from model_export.readers import read_conll
+from model_export.readers import read_conll, read_sentiment_tsv
 from stream.inference import (
     MODEL_FILES,
     Analyzer,
@@ -180,3 +181,26 @@ def test_metrics(model_dir: Path, data_dir: Path, folds: Sequence[int]) -> dict:
         analyzer = Analyzer(model_dir, variant=variant)  # type: ignore[arg-type]
         metrics[variant] = evaluate(analyzer.analyze_tokens, data_dir, "test", folds)
     return metrics
+
+
+def throughput(
+    model_dir: Path, data_dir: Path, batch_sizes: Sequence[int] = (32, 64, 256),
+    tweets: int = 4096,
+) -> dict:
+    """Tweets per second of ``Analyzer.analyze`` (tokenise, encode, ONNX, decode) on one
+    intra-op thread, on SemEval-2017 test tweets; best of three passes per batch size."""
+    texts = [r.text for r in read_sentiment_tsv(data_dir / "sentiment" / "test.tsv")[:tweets]]
+    speeds: dict = {}
+    for variant in MODEL_FILES:
+        analyzer = Analyzer(model_dir, variant=variant)  # type: ignore[arg-type]
+        speeds[variant] = {}
+        for size in batch_sizes:
+            analyzer.analyze(texts[:size])
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                for begin in range(0, len(texts), size):
+                    analyzer.analyze(texts[begin : begin + size])
+                best = min(best, time.perf_counter() - started)
+            speeds[variant][str(size)] = round(len(texts) / best)
+    return speeds

@@ -64,16 +64,20 @@ class TrainConfig:
     max_words: int = 30_000
     word_dim: int = 100
     embedding_epochs: int = 5
-    hidden: int = 128
+    hidden: int = 64
+    char_dim: int = 8
+    char_filters: int = 16
     dilations: tuple[int, ...] = (1, 2, 4)
     dropout: float = 0.3
-    epochs: int = 25
+    epochs: int = 20
     patience: int = 4
     batch_size: int = 32
     lr: float = 2e-3
     mitchell_folds: tuple[int, ...] = (1,)
     sentiment_per_epoch: int = 16_000
     topic_per_epoch: int = 6_000
+    oversample: dict[str, int] = field(default_factory=lambda: {"wnut16": 2, "wnut17": 2})
+    ner_o_weight: float = 0.5  # loss weight of the O tag (entity tags weigh 1)
     lowercase_prob: float = 0.2
     word_dropout: float = 0.05
     limit: int | None = None  # examples per training set (tests and smoke runs)
@@ -142,7 +146,7 @@ def epoch_batches(
     caps = {"sentiment": config.sentiment_per_epoch, "topic": config.topic_per_epoch}
     batches = []
     for task, examples in sets.items():
-        chosen = list(examples)
+        chosen = list(examples) * config.oversample.get(task, 1)
         rng.shuffle(chosen)
         chosen = chosen[: caps.get(task, len(chosen))]
         for i in range(0, len(chosen), config.batch_size):
@@ -191,7 +195,12 @@ class MultiTaskLoss:
                                           ignore_index=IGNORE)
         self.tweet = nn.CrossEntropyLoss(weight=class_weights(tweet_labels, 3),
                                          ignore_index=IGNORE)
-        self.ner = nn.CrossEntropyLoss(ignore_index=IGNORE)
+        self.ner = {
+            head.name: nn.CrossEntropyLoss(
+                weight=torch.tensor([config.ner_o_weight] + [1.0] * (len(head.tags) - 1)),
+                ignore_index=IGNORE)
+            for head in NER_HEADS
+        }
         self.head_index = {head.name: i for i, head in enumerate(NER_HEADS)}
 
     def __call__(self, outputs: tuple[torch.Tensor, ...], batch: Sequence[Example],
@@ -202,7 +211,7 @@ class MultiTaskLoss:
         head = batch[0].ner_head
         if head is not None:
             logits = outputs[self.head_index[head]]
-            total = total + weights["ner"] * self.ner(
+            total = total + weights["ner"] * self.ner[head](
                 logits.reshape(-1, logits.shape[-1]), feeds["ner"].reshape(-1))
         if batch[0].entity_sentiment is not None:
             logits = named[ENTITY_SENTIMENT_OUTPUT]
@@ -258,10 +267,14 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
     sets = load_training_sets(config)
     model = TweetTagger(ModelConfig(
         n_words=len(vocab.words), n_chars=len(vocab.chars), word_dim=config.word_dim,
-        hidden=config.hidden, dilations=config.dilations, dropout=config.dropout))
+        char_dim=config.char_dim, char_filters=config.char_filters, hidden=config.hidden,
+        dilations=config.dilations, dropout=config.dropout))
     with torch.no_grad():
         model.word_embedding.weight.copy_(torch.from_numpy(matrix))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # Halve the learning rate when the dev score stalls for an epoch.
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                           patience=0)
     loss_fn = MultiTaskLoss(sets, config)
     labels = LabelSpace(labels_document())
     predict = torch_predictor(model, vocab, labels)
@@ -291,6 +304,7 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
             continue
         dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds)
         score = dev_objective(dev)
+        scheduler.step(score)
         history.append({"epoch": epoch, "train_loss": round(running / max(1, len(batches)), 4),
                         "dev_objective": round(score, 2), "dev": dev})
         log.info("epoch %d loss %.3f dev %.2f (wnut16 %.1f wnut17 %.1f btc %.1f 4A %.3f "
