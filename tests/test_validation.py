@@ -97,3 +97,11 @@ def test_publish_lines() -> None:
     broken = line_to_message('{"id": 7, "text": ')
     assert broken is not None and broken.key is None  # sent as is; the worker rejects it
     assert line_to_message("   ") is None
+
+
+def test_undecodable_lines_are_published_raw_for_the_dlq() -> None:
+    line = b"caf\xe9 is closed".decode("utf-8", "surrogateescape")  # as `publish FILE` reads it
+    message = line_to_message(line)
+    assert message is not None and message.value == b"caf\xe9 is closed"
+    with pytest.raises(InvalidTweet, match="invalid UTF-8 at byte 3"):
+        parse_tweet(message.value, LIMIT)
