@@ -33,10 +33,6 @@ class Topics:
     negative: TopicT
     alerts: TopicT
 
-    @property
-    def names(self) -> list[str]:
-        return [t.get_topic_name() for t in (self.tweets, self.dlq, self.negative, self.alerts)]
-
 
 AgentRegistrar = Callable[[faust.App, Settings, Topics], None]
 
