@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from model_export.cli import eval_command, train_command
 from stream.alerts_cli import alerts_command
+from stream.bench.cli import bench_group
 from stream.settings import Settings, get_settings
 
 _EXPECTED_ERRORS = (OSError, ValueError, DBAPIError, RuntimeError)
@@ -326,6 +327,7 @@ def _safe_url(url: str) -> str:
 main.add_command(alerts_command)
 main.add_command(train_command)
 main.add_command(eval_command)
+main.add_command(bench_group)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""``tweetwatch bench``: the model alone (``bench model``) and the running pipeline
+(``bench pipeline``). Results land as JSON, Markdown and PNG under ``benchmarks/results``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from model_export.bench_model import model_command
+
+DEFAULT_OUT = Path("benchmarks/results")
+SMOKE_TWEETS = 300
+
+
+def _numbers(value: str, kind: type, name: str) -> list[Any]:
+    try:
+        items = [kind(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}",
+                                 param_hint=name) from None
+    if not items or min(items) < 0:
+        raise click.BadParameter(f"expected non-negative numbers, got {value!r}",
+                                 param_hint=name)
+    return items
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Benchmarks: model throughput and end-to-end pipeline throughput and latency."""
+
+
+bench_group.add_command(model_command)
+
+
+@bench_group.command("pipeline")
+@click.option("--tweets", type=click.IntRange(min=10), default=100_000, show_default=True,
+              help="Real tweets published per scenario (sampled with replacement).")
+@click.option("--rates", default="0,1000,3000,6000", show_default=True,
+              help="Offered rates in tweets/s, comma-separated; 0 = full speed.")
+@click.option("--workers", default="1,2", show_default=True,
+              help="Worker process counts, comma-separated.")
+@click.option("--partitions", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Partitions of the benchmark's input topic.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None,
+              help="Override TWEETWATCH_MAX_BATCH for the workers.")
+@click.option("--max-latency-ms", type=click.IntRange(min=1), default=None,
+              help="Override TWEETWATCH_MAX_LATENCY_MS for the workers.")
+@click.option("--model-variant", type=click.Choice(["fp32", "int8"]), default=None,
+              help="Override TWEETWATCH_MODEL_VARIANT for the workers.")
+@click.option("--profile/--no-profile", default=True, show_default=True,
+              help="py-spy CPU profile of one worker in the first full-speed scenario.")
+@click.option("--timeout-s", type=click.FloatRange(min=1), default=None,
+              help="Longest wait for the commits of one scenario [default: max(120, N/200)].")
+@click.option("--smoke", is_flag=True,
+              help=f"A few seconds: {SMOKE_TWEETS} tweets, full speed and 1,000/s, 1 worker.")
+@click.option("--name", default="pipeline", show_default=True,
+              help="Base name of the result files.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=DEFAULT_OUT, show_default=True, help="Results folder.")
+def pipeline_command(tweets: int, rates: str, workers: str, partitions: int,
+                     max_batch: int | None, max_latency_ms: int | None,
+                     model_variant: str | None, profile: bool, timeout_s: float | None,
+                     smoke: bool, name: str, out_dir: Path) -> None:
+    """Publish real tweets through the broker into worker processes and PostgreSQL; report
+    sustained throughput and publish-to-commit latency (p50/p95/p99) per offered rate and
+    worker count, and where the time goes. Writes <name>.json, <name>.md and two PNG plots.
+
+    The broker is embedded unless KAFKA_BOOTSTRAP_SERVERS is set; the database is a fresh
+    one on the server of TWEETWATCH_DATABASE_URL, dropped afterwards.
+    """
+    from stream.bench.pipeline import BenchOptions, run_pipeline_bench
+    from stream.bench.report import write_outputs
+    from stream.cli import load_settings, user_errors
+
+    rate_list = _numbers(rates, float, "--rates")
+    worker_list = _numbers(workers, int, "--workers")
+    if min(worker_list) < 1:
+        raise click.BadParameter("at least one worker", param_hint="--workers")
+    if smoke:
+        tweets, rate_list, worker_list = min(tweets, SMOKE_TWEETS), [0.0, 1000.0], [1]
+    overrides = {k: v for k, v in (("max_batch", max_batch), ("max_latency_ms", max_latency_ms),
+                                    ("model_variant", model_variant)) if v is not None}
+    settings = load_settings()
+    options = BenchOptions(tweets=tweets, rates=rate_list, workers=worker_list,
+                           partitions=partitions, profile=profile, overrides=overrides,
+                           timeout_s=timeout_s)
+    with user_errors("pipeline benchmark failed"):
+        doc = run_pipeline_bench(settings, options, lambda line: click.echo(line, err=True))
+        paths = write_outputs(doc, out_dir, name)
+    from stream.bench.report import markdown
+
+    click.echo(markdown(doc))
+    click.echo("wrote " + ", ".join(str(p) for p in paths), err=True)

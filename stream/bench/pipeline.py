@@ -1,0 +1,377 @@
+"""``tweetwatch bench pipeline``: real tweets through broker, workers and Postgres, measured.
+
+For every scenario (offered rate x worker processes) the benchmark creates fresh topics
+(``--partitions``, 4 by default) and a fresh consumer group, starts real ``tweetwatch worker``
+child processes (the same command production runs, analyze agent), warms them up until every
+worker has committed a batch, then publishes N real tweets (sampled with replacement, unique
+ids) at the offered rate and waits until all are committed. The database is a fresh PostgreSQL
+database made for the run and dropped after it.
+
+Measurements come from the data, not from the load generator's hopes:
+- publish time: ``created_at`` of each record, stamped by the producer just before sending;
+- commit time: each worker's batch trace (``batch_trace_path``), written right after the
+  batch's transaction committed, keyed by the batch's ``ingested_at``, which every row of the
+  batch carries in the database. Both are ``time.time()`` on this machine.
+So latency = commit time of the tweet's batch - its publish time, for every tweet, and the
+sustained rate is the committed count over the commit-time span (10th to 90th percentile of
+commits, so that start-up and the final drain do not count). CPU seconds of the workers, of the
+Postgres backends and of this process (broker + producer) say where the machine's time went.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import sqlalchemy as sa
+
+from infra.migrate import upgrade
+from stream.bench.load import make_producer, publish_tweets, sample_tweets
+from stream.bench.machine import machine_info
+from stream.bench.profile import Sampler, fold, py_spy_available
+from stream.broker import EmbeddedBroker
+from stream.settings import Settings
+from stream.worker_process import WorkerProcess
+
+Echo = Callable[[str], None]
+_WARMUP_TIMEOUT_S = 180.0
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One measured configuration: offered rate (0 = full speed) and worker processes."""
+
+    rate: float
+    workers: int
+
+    @property
+    def label(self) -> str:
+        rate = "full speed" if self.rate <= 0 else f"{self.rate:,.0f}/s"
+        return f"{rate}, {self.workers} worker{'s' if self.workers > 1 else ''}"
+
+
+@dataclass
+class BenchOptions:
+    """What to run (the command's options)."""
+
+    tweets: int
+    rates: Sequence[float]
+    workers: Sequence[int]
+    partitions: int = 4
+    profile: bool = True
+    overrides: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+    workdir: Path | None = None
+
+
+# --- infrastructure ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def broker_for(settings: Settings) -> Iterator[tuple[str, Callable[[list[str], int], None]]]:
+    """The broker to use: the one named by KAFKA_BOOTSTRAP_SERVERS /
+    TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS when set, else an embedded one for the run."""
+    if "kafka_bootstrap_servers" in settings.model_fields_set:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        bootstrap = settings.kafka_bootstrap_servers
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+
+        def create(names: list[str], partitions: int) -> None:
+            for future in admin.create_topics([NewTopic(n, partitions, 1)
+                                               for n in names]).values():
+                future.result(30)
+
+        yield bootstrap, create
+        return
+    with EmbeddedBroker() as embedded:
+        yield embedded.bootstrap_servers, embedded.create_topics
+
+
+@contextlib.contextmanager
+def scratch_database(database_url: str, name: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database on the server of ``database_url``; dropped after."""
+    url = sa.make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise ValueError("the pipeline benchmark needs PostgreSQL (set TWEETWATCH_DATABASE_URL "
+                         "to a postgresql+psycopg:// URL of a server where it may create a "
+                         "database)")
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    scratch = url.set(database=name).render_as_string(False)
+    try:
+        upgrade(scratch)
+        yield scratch
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _libpq(url: str) -> str:
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(False)
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process, seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _postgres_cpu_s(conn: psycopg.Connection, database: str) -> float:
+    pids = [r[0] for r in conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,))]
+    return sum(_proc_cpu_s(p) for p in pids)
+
+
+def _self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- traces ------------------------------------------------------------------------------------
+def read_trace(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def _key(moment: datetime) -> int:
+    return round(moment.timestamp() * 1_000_000)
+
+
+# --- one scenario ------------------------------------------------------------------------------
+def run_scenario(index: int, scenario: Scenario, texts: Sequence[str], settings: Settings,
+                 bootstrap: str, create_topics: Callable[[list[str], int], None], db_url: str,
+                 options: BenchOptions, workdir: Path, profile: bool, echo: Echo
+                 ) -> dict[str, Any]:
+    """Start workers, warm up, publish, wait for every commit, measure; the scenario's row."""
+    prefix = f"bench{index}-{uuid.uuid4().hex[:6]}"
+    names = {k: f"{prefix}-{k}" for k in ("tweets", "dlq", "negative", "alerts")}
+    create_topics(list(names.values()), options.partitions)
+    folder = workdir / f"scenario{index}"
+    base = settings.model_copy(update={
+        "kafka_bootstrap_servers": bootstrap, "database_url": db_url,
+        "app_id": f"{prefix}-app", "topic_tweets": names["tweets"], "topic_dlq": names["dlq"],
+        "topic_negative": names["negative"], "topic_alerts": names["alerts"],
+        "topic_partitions": options.partitions, **options.overrides})
+    traces = [folder / f"worker{k}.trace.jsonl" for k in range(scenario.workers)]
+    workers = [WorkerProcess(base.model_copy(update={"batch_trace_path": traces[k]}),
+                             folder / f"worker{k}.log", agents=["analyze"]).start()
+               for k in range(scenario.workers)]
+    producer = make_producer(bootstrap)
+    sampler: Sampler | None = None
+    database = sa.make_url(db_url).database or ""
+    try:
+        _warm_up(producer, names["tweets"], texts, prefix, workers, traces, echo)
+        start_lines = [len(read_trace(t)) for t in traces]
+        with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
+            cpu_before = ([_proc_cpu_s(w.pid or 0) for w in workers],
+                          _postgres_cpu_s(conn, database), _self_cpu_s())
+        if profile:
+            sampler = Sampler(workers[0].pid or 0, folder / "worker0.pyspy.txt")
+        echo(f"[{scenario.label}] publishing {len(texts):,} tweets")
+        published = publish_tweets(producer, names["tweets"], texts, f"{prefix}-m",
+                                   scenario.rate)
+        echo(f"[{scenario.label}] published in {published.finished - published.started:.1f}s "
+             f"({published.offered_rate:,.0f}/s); waiting for the commits")
+        complete = _wait_committed(len(texts), traces, start_lines, workers, options, scenario,
+                                   published.finished, echo)
+        with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
+            cpu_after = ([_proc_cpu_s(w.pid or 0) for w in workers],
+                         _postgres_cpu_s(conn, database), _self_cpu_s())
+        profile_file = sampler.stop() if sampler else None
+        sampler = None
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        for worker in workers:
+            worker.stop()
+    row = measure(scenario, db_url, f"{prefix}-m-", traces, start_lines, published)
+    row["complete"] = complete
+    worker_cpu = sum(a - b for a, b in zip(cpu_after[0], cpu_before[0], strict=True))
+    span = max(row["last_commit"] - published.started, 1e-9)
+    row["cpu"] = {"workers_s": worker_cpu, "postgres_s": cpu_after[1] - cpu_before[1],
+                  "bench_broker_producer_s": cpu_after[2] - cpu_before[2], "wall_s": span,
+                  "worker_us_per_tweet": 1e6 * worker_cpu / max(row["committed"], 1)}
+    if profile_file is not None:
+        row["profile"] = {"worker": 0, "tool": "py-spy record --rate 50 --nonblocking",
+                          "stages": fold(profile_file), "raw": str(profile_file)}
+    row["settings"] = {k: _jsonable(getattr(base, k)) for k in (
+        "max_batch", "max_latency_ms", "model_variant", "inference_threads",
+        "intra_op_threads", "topic_partitions")}
+    return row
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, int | float | str | bool) or value is None else str(value)
+
+
+def _warm_up(producer: Any, topic: str, texts: Sequence[str], prefix: str,
+             workers: Sequence[WorkerProcess], traces: Sequence[Path], echo: Echo) -> None:
+    """Publish small bursts until every worker has committed a batch (group joined, model
+    loaded, partitions assigned), so start-up is not measured."""
+    deadline = time.monotonic() + _WARMUP_TIMEOUT_S
+    burst = 0
+    while not all(read_trace(t) for t in traces):
+        for worker in workers:
+            if not worker.alive():
+                raise RuntimeError(f"a worker exited during warm-up (status "
+                                   f"{worker.returncode()}): {worker.log_tail(5)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers not ready after {_WARMUP_TIMEOUT_S:.0f}s; logs in "
+                               f"{traces[0].parent}")
+        publish_tweets(producer, topic, texts[:64], f"{prefix}-warm{burst}")
+        burst += 1
+        time.sleep(1.0)
+    time.sleep(1.0)  # let the last warm-up batches drain
+    echo(f"workers ready after {burst} warm-up burst(s)")
+
+
+def _wait_committed(total: int, traces: Sequence[Path], start_lines: Sequence[int],
+                    workers: Sequence[WorkerProcess], options: BenchOptions,
+                    scenario: Scenario, published_at: float, echo: Echo) -> bool:
+    """Until the traces account for ``total`` stored tweets; False on timeout."""
+    timeout = options.timeout_s or max(120.0, total / 200.0)
+    deadline = time.monotonic() + timeout
+    last_report = 0.0
+    while True:
+        stored = sum(sum(b["stored"] for b in read_trace(t)[n:])
+                     for t, n in zip(traces, start_lines, strict=True))
+        if stored >= total:
+            return True
+        for worker in workers:
+            if not worker.alive():
+                raise RuntimeError(f"a worker exited (status {worker.returncode()}): "
+                                   f"{worker.log_tail(5)}")
+        if time.monotonic() > deadline:
+            echo(f"[{scenario.label}] timed out after {timeout:.0f}s with {stored:,} of "
+                 f"{total:,} committed")
+            return False
+        if time.monotonic() - last_report > 10:
+            echo(f"[{scenario.label}] {stored:,}/{total:,} committed "
+                 f"({time.time() - published_at:+.0f}s after the last publish)")
+            last_report = time.monotonic()
+        time.sleep(0.5)
+
+
+def measure(scenario: Scenario, db_url: str, id_prefix: str, traces: Sequence[Path],
+            start_lines: Sequence[int], published: Any) -> dict[str, Any]:
+    """Latency per tweet and throughput from the rows and the workers' batch traces."""
+    commit_of: dict[int, float] = {}
+    batches: list[dict[str, Any]] = []
+    for path, skip in zip(traces, start_lines, strict=True):
+        for batch in read_trace(path)[skip:]:
+            commit_of[_key(datetime.fromisoformat(batch["ingested_at"]))] = batch["committed"]
+            batches.append(batch)
+    with psycopg.connect(_libpq(db_url)) as conn:
+        rows = conn.execute("SELECT created_at, ingested_at FROM tweets WHERE id LIKE %s",
+                            (id_prefix + "%",)).fetchall()
+    published_at = np.array([r[0].timestamp() for r in rows])
+    committed_at = np.array([commit_of.get(_key(r[1]), np.nan) for r in rows])
+    unmatched = int(np.isnan(committed_at).sum())
+    ok = ~np.isnan(committed_at)
+    latency = committed_at[ok] - published_at[ok]
+    commits = np.sort(committed_at[ok])
+    n = len(commits)
+    row: dict[str, Any] = {"scenario": scenario.label, "rate": scenario.rate,
+                           "workers": scenario.workers, "tweets": published.sent,
+                           "committed": n, "unmatched_rows": unmatched,
+                           "offered_rate": published.offered_rate,
+                           "publish_s": published.finished - published.started}
+    if n < 2:
+        row.update({"sustained_per_s": 0.0, "overall_per_s": 0.0, "last_commit": time.time(),
+                    "latency_s": {}, "stages_us_per_tweet": {}})
+        return row
+    lo, hi = commits[int(0.1 * (n - 1))], commits[int(0.9 * (n - 1))]
+    inside = int(((commits >= lo) & (commits <= hi)).sum())
+    row["sustained_per_s"] = inside / max(hi - lo, 1e-9)
+    row["overall_per_s"] = n / max(commits[-1] - published.started, 1e-9)
+    row["last_commit"] = float(commits[-1])
+    row["latency_s"] = {f"p{q}": float(np.percentile(latency, q)) for q in (50, 95, 99)}
+    row["latency_s"]["max"] = float(latency.max())
+    row["latency_s"]["mean"] = float(latency.mean())
+    row["latency_hist"] = _histogram(latency)
+    start = published.started
+    seconds = np.floor(commits - start).astype(int)
+    row["committed_per_second"] = np.bincount(seconds[seconds >= 0]).tolist()
+    stored = sum(b["stored"] for b in batches) or 1
+    row["batches"] = len(batches)
+    row["mean_batch"] = float(np.mean([b["events"] for b in batches]))
+    row["stages_us_per_tweet"] = {
+        stage: 1e6 * sum(b.get(f"{stage}_s", 0.0) for b in batches) / stored
+        for stage in ("parse", "model", "rows", "db", "kafka")}
+    return row
+
+
+def _histogram(latency: np.ndarray) -> dict[str, list[float]]:
+    """Log-spaced latency histogram (for the plot; the JSON stays small)."""
+    low = max(float(latency.min()), 1e-3)
+    edges = np.logspace(np.log10(low), np.log10(max(float(latency.max()), low * 1.01)), 60)
+    counts, edges = np.histogram(latency, bins=edges)
+    return {"edges_s": edges.tolist(), "counts": counts.tolist()}
+
+
+# --- the whole run -----------------------------------------------------------------------------
+def scenarios_for(rates: Sequence[float], workers: Sequence[int]) -> list[Scenario]:
+    return [Scenario(rate, w) for w in workers for rate in rates]
+
+
+def run_pipeline_bench(settings: Settings, options: BenchOptions, echo: Echo) -> dict[str, Any]:
+    """Every scenario against one broker and one fresh database; the result document."""
+    if not settings.model_path.is_file():
+        raise FileNotFoundError(f"model artifact not found: {settings.model_path}")
+    run_id = uuid.uuid4().hex[:8]
+    workdir = options.workdir or Path(f"/tmp/tweetwatch-bench-{run_id}")
+    texts = sample_tweets(settings.data_dir, options.tweets, seed=11)
+    scenarios = scenarios_for(options.rates, options.workers)
+    profile = options.profile and py_spy_available()
+    notes = [] if profile or not options.profile else [
+        "py-spy not found on PATH: no CPU profile (pip install py-spy)"]
+    rows = []
+    with broker_for(settings) as (bootstrap, create_topics), \
+            scratch_database(settings.database_url, f"tweetwatch_bench_{run_id}") as db_url:
+        echo(f"broker {bootstrap}; database {sa.make_url(db_url).database}; "
+             f"work folder {workdir}")
+        # Profile the first full-speed scenario (else the first): the busiest worker.
+        profiled = next((i for i, s in enumerate(scenarios) if s.rate <= 0), 0)
+        for index, scenario in enumerate(scenarios):
+            rows.append(run_scenario(index, scenario, texts, settings, bootstrap,
+                                     create_topics, db_url, options, workdir,
+                                     profile and index == profiled, echo))
+            _truncate(db_url)
+            echo(summary_line(rows[-1]))
+    return {"kind": "pipeline", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine_info(), "tweets": options.tweets,
+            "partitions": options.partitions, "database": f"tweetwatch_bench_{run_id}",
+            "broker": "external" if
+            "kafka_bootstrap_servers" in settings.model_fields_set else "embedded (librdkafka "
+            "mock cluster)", "overrides": {k: _jsonable(v) for k, v in options.overrides.items()},
+            "rows": rows, "notes": notes}
+
+
+def _truncate(db_url: str) -> None:
+    with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
+        conn.execute("TRUNCATE tweets, entity_mentions")
+
+
+def summary_line(row: dict[str, Any]) -> str:
+    lat = row.get("latency_s") or {}
+    return (f"[{row['scenario']}] {row['committed']:,} committed, sustained "
+            f"{row['sustained_per_s']:,.0f} tweets/s, latency p50 {lat.get('p50', 0):.3f}s "
+            f"p95 {lat.get('p95', 0):.3f}s p99 {lat.get('p99', 0):.3f}s")

@@ -1,0 +1,88 @@
+"""Smoke run of `tweetwatch bench model` (a few dozen real tweets) and the checks its figures
+rest on: the torch baseline runs the artifact's own weights, and the FLOPs count matches the
+layers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_export.bench_model import ENGINES, flops_per_tweet, load_torch_model, text_shape
+from stream.bench.load import sample_tweets
+from stream.settings import Settings
+
+SETTINGS = Settings()
+MODEL_DIR = SETTINGS.model_dir
+
+pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model.onnx").is_file(),
+                                reason=f"no model artifact in {MODEL_DIR}")
+
+
+def test_torch_baseline_runs_the_artifact_weights() -> None:
+    import onnxruntime as ort
+    import torch
+
+    from model_export.heads import INPUT_NAMES
+    from stream.textproc import Vocab, tokenize
+
+    model = load_torch_model(MODEL_DIR)
+    vocab = Vocab.load(MODEL_DIR / "vocab.json")
+    texts = sample_tweets(SETTINGS.data_dir, 16)
+    feeds = vocab.encode([[t.text for t in tokenize(x)] for x in texts])
+    session = ort.InferenceSession(str(MODEL_DIR / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    expected = session.run(None, feeds)
+    with torch.inference_mode():
+        got = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
+    for e, g in zip(expected, got, strict=True):
+        np.testing.assert_allclose(g.numpy(), e, atol=1e-4)
+
+
+def test_flops_count_matches_the_layers() -> None:
+    card = json.loads((MODEL_DIR / "model_card.json").read_text())
+    cfg = card["model_config"]
+    h, w, f, c = cfg["hidden"], cfg["word_dim"], cfg["char_filters"], cfg["char_dim"]
+    labels = json.loads((MODEL_DIR / "labels.json").read_text())
+    tags = sum(len(head["tags"]) for head in labels["ner_heads"].values())
+    counted = flops_per_tweet(MODEL_DIR / "model.onnx", mean_tokens=10.0, mean_chars=40.0)
+    per_token = 2 * (h * (w + f) + len(cfg["dilations"]) * h * h * 3 + h * (tags + 3))
+    assert counted["per_token"] == per_token
+    assert counted["per_char"] == 2 * f * c * 3
+    assert counted["per_tweet"] == 2 * (3 * 2 * h + 64 * 2 * h + 3 * 64)
+    assert counted["flops_per_tweet"] == pytest.approx(
+        10 * per_token + 40 * counted["per_char"] + counted["per_tweet"])
+    tokens, chars = text_shape(["Apple stock is up!", "hello"])
+    assert (tokens, chars) == (3.0, 10.0)  # 5 tokens / 15 chars; 1 / 5
+
+
+def test_bench_model_smoke_writes_sane_results(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "bench", "model", "--tweets", "48",
+         "--batch-sizes", "1,16", "--threads", "1", "--repeats", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ), check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((out / "model.json").read_text())
+    for key in ("machine", "rows", "probes", "peak_gflops", "flops", "summary"):
+        assert key in doc
+    assert {r["engine"] for r in doc["rows"]} == set(ENGINES)
+    assert len(doc["rows"]) == 1 + 3 * 2  # eager once, the others at two batch sizes
+    for row in doc["rows"]:
+        assert row["tweets_per_s"] > 0 and row["model_tweets_per_s"] > 0
+        assert row["model_tweets_per_s"] > row["tweets_per_s"] * 0.5
+        assert row["peak_rss_mb"] >= row["rss_after_load_mb"] > 10
+        assert 0 < row["share_of_peak"] < 1.5
+        assert row["speedup_vs_eager"] > 0
+    assert doc["flops"]["flops_per_tweet"] > 1e5
+    assert all(p["peak_gflops"] > 0.1 for p in doc["probes"])
+    assert {p["probe"] for p in doc["probes"]} == {"numpy", "onnxruntime"}
+    table = (out / "model.md").read_text()
+    assert "| onnx-int8 | 1 | 16 |" in table and "GFLOP/s" in table
+    assert (out / "model_throughput.png").read_bytes()[:4] == b"\x89PNG"
+    assert "tweets/s" in proc.stdout
