@@ -8,6 +8,7 @@ the alerts topic and in the alerts table, across a worker restart with redeliver
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -251,3 +252,28 @@ async def test_template_when_llm_is_down(topic_settings, pg_url, tmp_path):
     assert await stored_alerts(pg_url, {"delta"}, base) == alerts
     assert "Alert: negative sentiment toward the company Delta: 2 of 2 mentions (100%)" in (
         alerts[1]["text"])
+
+
+async def test_alerts_follow_prints_new_alerts_as_they_arrive(topic_settings, tmp_path):
+    """`tweetwatch alerts --follow` starts at the topic's end and prints what comes next."""
+    settings = make_settings(topic_settings)
+    old = {"v": 1, "alert_id": "old:1-2", "entity": "Old", "text": "Alert: before"}
+    await publish(settings, settings.topic_alerts, [(b"old", json.dumps(old).encode())])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETWATCH_")}
+    env.update(settings_env(settings))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "alerts", "--follow", "--limit", "0",
+         "--max-alerts", "1", "--json"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        ready = await asyncio.to_thread(follower.stderr.readline)
+        assert ready.startswith(f"following {settings.topic_alerts}"), ready
+        new = {**old, "alert_id": "new:3-4", "entity": "New", "text": "Alert: after"}
+        await publish(settings, settings.topic_alerts,
+                      [(b"new", b"not json"), (b"new", json.dumps(new).encode())])  # one partition
+        out, err = await asyncio.to_thread(follower.communicate, timeout=30)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [new]
+    assert "skipping a message that is not JSON" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -260,3 +261,20 @@ async def test_two_stage_no_valid_alert_falls_back(server, script):
     finally:
         await client.close()
     assert result.generator == "template"
+
+
+async def test_open_breaker_sends_alerts_out_at_once_with_the_template(server):
+    """A hanging endpoint costs one timeout; then the open breaker answers without a request."""
+    server.mode, server.delay_s = "slow", 3.0
+    client = ChatClient(server.base_url, "m", timeout_s=0.3, retries=0, breaker_failures=1,
+                        breaker_reset_s=60)
+    try:
+        first = await write_alert(client, context())
+        started = time.monotonic()
+        second = await write_alert(client, context())
+        elapsed = time.monotonic() - started
+    finally:
+        await client.close()
+    assert first.generator == second.generator == "template"
+    assert "LLMTimeout" in first.fallback_reason and "LLMUnavailable" in second.fallback_reason
+    assert elapsed < 0.05 and len(server.requests) == 1
