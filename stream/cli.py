@@ -151,7 +151,7 @@ def publish(source: Any, topic: str | None, rate: float) -> None:
 
 # --- analyze ------------------------------------------------------------------------------
 @main.command()
-@click.argument("source", type=click.File("r", encoding="utf-8", errors="replace"))
+@click.argument("source", type=click.File("r", encoding="utf-8", errors="surrogateescape"))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def analyze(source: Any, as_json: bool) -> None:
     """Analyse tweets from SOURCE (file or -) with the worker's model, without Kafka.

@@ -3,14 +3,13 @@ file, without Kafka or a database (for trying the model and for scripts)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
 from stream.inference import Analyzer
 from stream.predictions import SENTIMENTS, TweetPrediction
-from stream.publish import text_id
+from stream.publish import line_to_message
 from stream.records import InvalidTweet, TweetIn, parse_tweet
 from stream.settings import Settings
 
@@ -34,12 +33,9 @@ def prediction_json(tweet: TweetIn, prediction: TweetPrediction) -> dict[str, An
 
 
 def line_to_tweet(line: str, max_text_chars: int) -> TweetIn:
-    """A JSON record line is validated like the worker does; other lines are tweet text."""
-    stripped = line.strip()
-    if stripped.startswith("{"):
-        return parse_tweet(stripped.encode("utf-8", "replace"), max_text_chars)
-    return parse_tweet(json.dumps({"id": text_id(stripped), "text": stripped}).encode(),
-                       max_text_chars)
+    """What the worker would make of this line had `tweetwatch publish` sent it."""
+    message = line_to_message(line)
+    return parse_tweet(message.value if message else b"", max_text_chars)
 
 
 def analyze_lines(settings: Settings, lines: Iterable[str]) -> Iterator[dict[str, Any]]:

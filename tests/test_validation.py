@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from stream.offline import line_to_tweet
 from stream.publish import line_to_message, text_id
 from stream.records import InvalidTweet, dead_letter_record, parse_tweet
 
@@ -105,3 +106,12 @@ def test_undecodable_lines_are_published_raw_for_the_dlq() -> None:
     assert message is not None and message.value == b"caf\xe9 is closed"
     with pytest.raises(InvalidTweet, match="invalid UTF-8 at byte 3"):
         parse_tweet(message.value, LIMIT)
+
+
+def test_analyze_reads_lines_as_the_worker_would() -> None:
+    assert line_to_tweet("Samsung phones explode", LIMIT).id == text_id("Samsung phones explode")
+    assert line_to_tweet('{"id": "x", "text": "hi"}', LIMIT).id == "x"
+    with pytest.raises(InvalidTweet, match="invalid UTF-8 at byte 3"):
+        line_to_tweet(b"caf\xe9".decode("utf-8", "surrogateescape"), LIMIT)
+    with pytest.raises(InvalidTweet, match="missing field 'text'"):
+        line_to_tweet('{"id": "x"}', LIMIT)
