@@ -28,6 +28,7 @@ def sync_url(url: str) -> sa.URL:
 
 
 def alembic_config(url: str) -> Config:
+    """An Alembic config for ``url`` without an ini file (the URL is never interpolated)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = url
@@ -43,6 +44,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 
 def downgrade(url: str, revision: str) -> None:
+    """Take the database at ``url`` back to ``revision`` (``base`` = empty)."""
     command.downgrade(alembic_config(url), revision)
 
 

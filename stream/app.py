@@ -50,6 +50,7 @@ def topic_names(settings: Settings) -> list[str]:
 
 
 def faust_broker_urls(bootstrap_servers: str) -> list[str]:
+    """Faust's ``kafka://host:port`` URLs from a plain bootstrap list."""
     return [f"kafka://{host.strip()}" for host in bootstrap_servers.split(",") if host.strip()]
 
 

@@ -143,6 +143,7 @@ class EmbeddedBroker:
 
     def create_topics(self, names: Iterable[str], partitions: int = 1,
                       replication: int = 1) -> None:
+        """Create several topics with the same layout."""
         for name in names:
             self.create_topic(name, partitions, replication)
 

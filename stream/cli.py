@@ -80,6 +80,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def run_async(action: str, coro_factory: Callable[[], Any]) -> Any:
+    """Run a coroutine to completion; expected failures become one-line errors."""
     # aiokafka logs each failed connection attempt; the one-line error below says it once.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     with user_errors(action):

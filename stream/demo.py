@@ -40,6 +40,8 @@ _WORKER_TIMEOUT_S = 600.0
 
 @dataclass(slots=True)
 class Tally:
+    """What the demo saw arrive: rows, dead letters, negative mentions, alerts."""
+
     stored: int = 0
     rejected: int = 0
     negatives: int = 0

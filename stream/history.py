@@ -34,6 +34,7 @@ class DayCount:
         return self.negative / self.mentions if self.mentions else 0.0
 
     def as_json(self) -> dict[str, Any]:
+        """The ``tweetwatch history --json`` form of the day."""
         out = asdict(self)
         out["day"] = self.day.isoformat()
         out["mentions"] = self.mentions
@@ -43,6 +44,8 @@ class DayCount:
 
 @dataclass(frozen=True, slots=True)
 class EntityTotal:
+    """An entity's mentions (and negative ones) over a period."""
+
     entity_key: str
     entity: str
     mentions: int

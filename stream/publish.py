@@ -72,6 +72,7 @@ def line_to_message(line: str) -> Outgoing | None:
 
 
 def messages_from_lines(lines: Iterable[str]) -> Iterator[Outgoing]:
+    """Messages for the non-blank lines, lazily (stdin can be endless)."""
     for line in lines:
         message = line_to_message(line)
         if message is not None:

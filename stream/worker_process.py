@@ -43,6 +43,7 @@ class WorkerProcess:
         self._log: IO[bytes] | None = None
 
     def start(self) -> WorkerProcess:
+        """Spawn the worker in its own session (so signals reach only it)."""
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("TWEETWATCH_") and k not in ("KAFKA_BOOTSTRAP_SERVERS",
                                                                  "DATABASE_URL")}
@@ -68,6 +69,7 @@ class WorkerProcess:
         return None if self._proc is None else self._proc.poll()
 
     def log_tail(self, lines: int = 20) -> str:
+        """The end of the worker's log, for error messages."""
         if not self.log_path.is_file():
             return ""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
