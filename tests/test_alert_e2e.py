@@ -127,7 +127,7 @@ async def test_real_tweets_alert_once_per_window_llm_then_template_across_restar
     settings = Settings(
         kafka_bootstrap_servers=broker.bootstrap_servers, database_url=pg_url,
         app_id=f"{run}-app", topic_partitions=1, kafka_session_timeout_s=3.0, max_batch=32,
-        alert_window_s=300, alert_min_negative=3, alert_min_negative_share=0.5,
+        alert_window_s=300, alert_min_negative=2, alert_min_negative_share=0.5,
         alert_cooldown_s=600, llm_base_url=server.base_url, llm_timeout_s=3.0,
         llm_retries=0, **names)
     tweets = real_tweets(settings, run)
