@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -36,6 +37,7 @@ _PRINT_NEGATIVES = 25
 _PRINT_ALERTS = 10
 _TOP_ENTITIES = 8
 _WORKER_TIMEOUT_S = 600.0
+_ALERT_CATCH_UP_S = 60.0
 
 
 @dataclass(slots=True)
@@ -132,7 +134,8 @@ async def _run(settings: Settings, count: int, source: str, rate: float,
                     raise RuntimeError(f"worker did not finish in {_WORKER_TIMEOUT_S:.0f}s; "
                                        f"its log: {worker.log_path}")
                 await asyncio.sleep(0.5)
-        await asyncio.sleep(1.0)  # let the last negative mentions arrive on their topic
+        await _wait_for_alert_agent(settings, worker, console)
+        await asyncio.sleep(1.0)  # let the last alerts arrive on their topic
         stop.set()
         await asyncio.gather(*watchers)
         await _print_samples(engine, console)
@@ -143,6 +146,42 @@ async def _run(settings: Settings, count: int, source: str, rate: float,
             task.cancel()
         await engine.dispose()
     return tally
+
+
+async def _wait_for_alert_agent(settings: Settings, worker: WorkerProcess,
+                                console: Console) -> None:
+    """Wait until the worker's consumer group has committed the whole negative-entity topic.
+
+    The alert agent commits a mention's offset only after its alert decision is stored, so a
+    committed offset at the topic's end means every alert the replay can fire has fired;
+    stopping the worker earlier would cut the demo's alerts short.
+    """
+    bootstrap = settings.kafka_bootstrap_servers
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await probe.start()
+    try:
+        # The demo created the topic with this many partitions.
+        partitions = [TopicPartition(settings.topic_negative, p)
+                      for p in range(settings.topic_partitions)]
+        ends = await probe.end_offsets(partitions)
+        deadline = time.monotonic() + _ALERT_CATCH_UP_S
+        with console.status("waiting for the alert agent to work through the negative "
+                            "mentions"):
+            while time.monotonic() < deadline and worker.alive():
+                committed = await admin.list_consumer_group_offsets(settings.app_id,
+                                                                    partitions=partitions)
+                if all(tp not in ends or ends[tp] == 0
+                       or (tp in committed and committed[tp].offset >= ends[tp])
+                       for tp in partitions):
+                    return
+                await asyncio.sleep(0.5)
+        console.print("[yellow]the alert agent had not caught up when the demo stopped; "
+                      "`tweetwatch alerts` shows what it stored[/]")
+    finally:
+        await probe.stop()
+        await admin.close()
 
 
 async def _print_samples(engine: sa.ext.asyncio.AsyncEngine, console: Console) -> None:
