@@ -68,9 +68,9 @@ def mitchell_examples(data_dir: Path, fold: int, split: str) -> list[Example]:
     return examples
 
 
-def sentiment_examples(data_dir: Path, split: str) -> list[Example]:
-    """SemEval-2017 4A tweets with tweet-level sentiment."""
-    rows = read_sentiment_tsv(data_dir / "sentiment" / f"{split}.tsv")
+def sentiment_examples(data_dir: Path, split: str, limit: int | None = None) -> list[Example]:
+    """SemEval-2017 4A tweets with tweet-level sentiment (the first ``limit`` if given)."""
+    rows = read_sentiment_tsv(data_dir / "sentiment" / f"{split}.tsv")[:limit]
     return [
         Example("sentiment", [t.text for t in tokenize(r.text)],
                 tweet_sentiment=SENTIMENT_INDEX[r.label])
@@ -107,10 +107,12 @@ def topic_rows(data_dir: Path, split: str) -> list[LabelledText]:
     )
 
 
-def topic_examples(data_dir: Path, split: str) -> list[Example]:
+def topic_examples(data_dir: Path, split: str, limit: int | None = None) -> list[Example]:
     """Topic rows whose target is found in the text, as token-level entity sentiment."""
-    examples = []
+    examples: list[Example] = []
     for row in topic_rows(data_dir, split):
+        if limit is not None and len(examples) >= limit:
+            break
         tokens = [t.text for t in tokenize(row.text)]
         spans = locate_target(tokens, row.target or "")
         if not spans:

@@ -132,8 +132,8 @@ def load_training_sets(config: TrainConfig) -> dict[str, list[Example]]:
         e for fold in config.mitchell_folds
         for e in mitchell_examples(config.data_dir, fold, "train")
     ]
-    sets["sentiment"] = sentiment_examples(config.data_dir, "train")
-    sets["topic"] = topic_examples(config.data_dir, "train")
+    sets["sentiment"] = sentiment_examples(config.data_dir, "train", config.limit)
+    sets["topic"] = topic_examples(config.data_dir, "train", config.limit)
     if config.limit is not None:
         sets = {task: examples[: config.limit] for task, examples in sets.items()}
     return sets
