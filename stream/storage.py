@@ -127,6 +127,9 @@ async def insert_ignore(conn: AsyncConnection, table: sa.Table, rows: Sequence[d
     """
     if not rows:
         return []
+    if conn.dialect.name == "postgresql" and not any(
+            isinstance(col.type, sa.JSON) for col in table.columns):
+        return await _insert_ignore_unnest(conn, table, rows, returning)
     pk = [col.name for col in table.primary_key.columns]
     stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=pk)
     if returning is None:
@@ -134,6 +137,29 @@ async def insert_ignore(conn: AsyncConnection, table: sa.Table, rows: Sequence[d
         return []
     result = await conn.execute(stmt.returning(returning), list(rows))
     return list(result.scalars().all())
+
+
+async def _insert_ignore_unnest(conn: AsyncConnection, table: sa.Table,
+                                rows: Sequence[dict[str, Any]],
+                                returning: sa.Column[Any] | None) -> list[Any]:
+    """PostgreSQL: ``INSERT ... SELECT * FROM unnest(<one array per column>) ON CONFLICT DO
+    NOTHING``, one statement whatever the row count.
+
+    The SQL text is the same for every batch, so psycopg converts and prepares it once; the
+    multi-row ``VALUES`` of insertmanyvalues is new text per batch size with a placeholder per
+    value, and psycopg's parsing of it was half of the worker's database CPU in the pipeline
+    benchmark's profile (see benchmarks/README or the commit message for the before/after).
+    """
+    prep = conn.dialect.identifier_preparer
+    names = list(rows[0])
+    casts = ", ".join(f"%s::{table.c[n].type.compile(dialect=conn.dialect)}[]" for n in names)
+    pk = ", ".join(prep.quote(col.name) for col in table.primary_key.columns)
+    sql = (f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(n) for n in names)}) "
+           f"SELECT * FROM unnest({casts}) ON CONFLICT ({pk}) DO NOTHING")
+    if returning is not None:
+        sql += f" RETURNING {prep.quote(returning.name)}"
+    result = await conn.exec_driver_sql(sql, tuple([row[n] for row in rows] for n in names))
+    return [r[0] for r in result] if returning is not None else []
 
 
 async def store_batch(conn: AsyncConnection, tweets: Sequence[dict[str, Any]],
