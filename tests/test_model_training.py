@@ -16,7 +16,18 @@ from stream.settings import Settings
 DATA = Settings().data_dir
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread, as ``tweetwatch train`` uses: extra OpenMP threads thrash when
+    other tests or processes share the two cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_short_training_run_lowers_the_loss(tmp_path: Path):
     if not (DATA / "wnut16").is_dir():
         pytest.skip(f"shared data not found at {DATA}")
