@@ -28,6 +28,8 @@ def test_profile_stages_follow_the_innermost_frame() -> None:
                  "run (onnxruntime/capi/onnxruntime_inference_collection.py:270)")
     assert classify(";".join(inference)).startswith("inference")
     assert classify("main (x.py:1)") == "other"
+    idle = ("_run_once (asyncio/base_events.py:1)", "select (selectors.py:468)")
+    assert classify(";".join(idle)).startswith("idle")
 
 
 @pytest.mark.slow

@@ -17,6 +17,9 @@ from pathlib import Path
 
 # (stage, substrings of a frame "function (file:line)"), innermost match wins.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # The event loop blocked in epoll: waiting for the broker, the database or the model
+    # thread. py-spy cannot always tell this wait from work, so it gets its own line.
+    ("idle: event loop waiting (select)", ("selectors.py",)),
     ("inference (onnxruntime session.run)", ("onnxruntime_inference_collection.py",)),
     ("tokenise + encode (textproc)", ("stream/textproc.py",)),
     ("decode (Viterbi, spans)", ("stream/inference.py", "stream/predictions.py")),
