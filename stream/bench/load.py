@@ -50,11 +50,12 @@ def make_producer(bootstrap_servers: str) -> Producer:
                      "queue.buffering.max.messages": 1_000_000, "log_level": 3})
 
 
-def publish_tweets(producer: Producer, topic: str, texts: Sequence[str], id_prefix: str,
-                   rate: float = 0.0, on_progress: Callable[[int], None] | None = None
-                   ) -> PublishResult:
-    """Publish ``texts`` as tweet records (ids ``<prefix>-<n>``) at ``rate`` per second
-    (0 = as fast as the producer goes); returns once the broker acknowledged all of them."""
+def publish_tweets(producer: Producer, topics: Sequence[str], texts: Sequence[str],
+                   id_prefix: str, rate: float = 0.0,
+                   on_progress: Callable[[int], None] | None = None) -> PublishResult:
+    """Publish ``texts`` as tweet records (ids ``<prefix>-<n>``, tweet n to
+    ``topics[n % len(topics)]``) at ``rate`` per second (0 = as fast as the producer goes);
+    returns once the broker acknowledged all of them."""
     errors: list[str] = []
 
     def delivered(err: object, _msg: object) -> None:
@@ -73,7 +74,8 @@ def publish_tweets(producer: Producer, topic: str, texts: Sequence[str], id_pref
         value = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
         while True:
             try:
-                producer.produce(topic, value, key=tweet_id.encode(), on_delivery=delivered)
+                producer.produce(topics[n % len(topics)], value, key=tweet_id.encode(),
+                                 on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.01)
@@ -85,5 +87,5 @@ def publish_tweets(producer: Producer, topic: str, texts: Sequence[str], id_pref
     finished = time.time()
     if remaining or errors:
         reason = errors[0] if errors else f"{remaining} messages undelivered after 60 s"
-        raise KafkaException(f"publishing to {topic} failed: {reason}")
+        raise KafkaException(f"publishing to {', '.join(topics)} failed: {reason}")
     return PublishResult(len(texts), started, finished)

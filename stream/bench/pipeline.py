@@ -78,9 +78,11 @@ class BenchOptions:
 
 # --- infrastructure ----------------------------------------------------------------------------
 @contextlib.contextmanager
-def broker_for(settings: Settings) -> Iterator[tuple[str, Callable[[list[str], int], None]]]:
+def broker_for(settings: Settings
+               ) -> Iterator[tuple[str, Callable[[list[str], int], None], bool]]:
     """The broker to use: the one named by KAFKA_BOOTSTRAP_SERVERS /
-    TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS when set, else an embedded one for the run."""
+    TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS when set, else an embedded one for the run; and whether
+    it can run a consumer group of several workers (see ``run_scenario``)."""
     if "kafka_bootstrap_servers" in settings.model_fields_set:
         from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -92,10 +94,10 @@ def broker_for(settings: Settings) -> Iterator[tuple[str, Callable[[list[str], i
                                                for n in names]).values():
                 future.result(30)
 
-        yield bootstrap, create
+        yield bootstrap, create, True
         return
     with EmbeddedBroker() as embedded:
-        yield embedded.bootstrap_servers, embedded.create_topics
+        yield embedded.bootstrap_servers, embedded.create_topics, False
 
 
 @contextlib.contextmanager
@@ -158,27 +160,44 @@ def _key(moment: datetime) -> int:
 # --- one scenario ------------------------------------------------------------------------------
 def run_scenario(index: int, scenario: Scenario, texts: Sequence[str], settings: Settings,
                  bootstrap: str, create_topics: Callable[[list[str], int], None], db_url: str,
-                 options: BenchOptions, workdir: Path, profile: bool, echo: Echo
-                 ) -> dict[str, Any]:
-    """Start workers, warm up, publish, wait for every commit, measure; the scenario's row."""
+                 options: BenchOptions, workdir: Path, profile: bool, echo: Echo,
+                 shared_group: bool = True) -> dict[str, Any]:
+    """Start workers, warm up, publish, wait for every commit, measure; the scenario's row.
+
+    With ``shared_group`` all workers form one consumer group on one topic (real Kafka).
+    librdkafka's mock broker cannot run a group of several members: its coordinator moves the
+    group to "up" as soon as the leader's SyncGroup carries every assignment, and answers the
+    followers' SyncGroup, arriving a moment later, with INVALID_REQUEST (aiokafka then stops
+    consuming). On the embedded broker each worker therefore gets its own lane: its own
+    single-member group on its own topic of ``partitions`` partitions, the load generator
+    sending tweet n to lane n mod workers. Same worker code, same database, same machine.
+    """
     prefix = f"bench{index}-{uuid.uuid4().hex[:6]}"
-    names = {k: f"{prefix}-{k}" for k in ("tweets", "dlq", "negative", "alerts")}
-    create_topics(list(names.values()), options.partitions)
+    lanes = 1 if shared_group else scenario.workers
+    lane_settings = []
+    for lane in range(lanes):
+        tag = f"{prefix}-l{lane}" if lanes > 1 else prefix
+        names = {k: f"{tag}-{k}" for k in ("tweets", "dlq", "negative", "alerts")}
+        create_topics(list(names.values()), options.partitions)
+        lane_settings.append(settings.model_copy(update={
+            "kafka_bootstrap_servers": bootstrap, "database_url": db_url,
+            "app_id": f"{tag}-app", "topic_tweets": names["tweets"],
+            "topic_dlq": names["dlq"], "topic_negative": names["negative"],
+            "topic_alerts": names["alerts"], "topic_partitions": options.partitions,
+            **options.overrides}))
+    base = lane_settings[0]
+    tweet_topics = [s.topic_tweets for s in lane_settings]
     folder = workdir / f"scenario{index}"
-    base = settings.model_copy(update={
-        "kafka_bootstrap_servers": bootstrap, "database_url": db_url,
-        "app_id": f"{prefix}-app", "topic_tweets": names["tweets"], "topic_dlq": names["dlq"],
-        "topic_negative": names["negative"], "topic_alerts": names["alerts"],
-        "topic_partitions": options.partitions, **options.overrides})
     traces = [folder / f"worker{k}.trace.jsonl" for k in range(scenario.workers)]
-    workers = [WorkerProcess(base.model_copy(update={"batch_trace_path": traces[k]}),
-                             folder / f"worker{k}.log", agents=["analyze"]).start()
+    workers = [WorkerProcess(lane_settings[k % lanes].model_copy(
+                   update={"batch_trace_path": traces[k]}),
+                   folder / f"worker{k}.log", agents=["analyze"]).start()
                for k in range(scenario.workers)]
     producer = make_producer(bootstrap)
     sampler: Sampler | None = None
     database = sa.make_url(db_url).database or ""
     try:
-        _warm_up(producer, names["tweets"], texts, prefix, workers, traces, echo)
+        _warm_up(producer, tweet_topics, texts, prefix, workers, traces, echo)
         start_lines = [len(read_trace(t)) for t in traces]
         with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
             cpu_before = ([_proc_cpu_s(w.pid or 0) for w in workers],
@@ -186,7 +205,7 @@ def run_scenario(index: int, scenario: Scenario, texts: Sequence[str], settings:
         if profile:
             sampler = Sampler(workers[0].pid or 0, folder / "worker0.pyspy.txt")
         echo(f"[{scenario.label}] publishing {len(texts):,} tweets")
-        published = publish_tweets(producer, names["tweets"], texts, f"{prefix}-m",
+        published = publish_tweets(producer, tweet_topics, texts, f"{prefix}-m",
                                    scenario.rate)
         echo(f"[{scenario.label}] published in {published.finished - published.started:.1f}s "
              f"({published.offered_rate:,.0f}/s); waiting for the commits")
@@ -214,7 +233,9 @@ def run_scenario(index: int, scenario: Scenario, texts: Sequence[str], settings:
                           "stages": fold(profile_file), "raw": str(profile_file)}
     row["settings"] = {k: _jsonable(getattr(base, k)) for k in (
         "max_batch", "max_latency_ms", "model_variant", "inference_threads",
-        "intra_op_threads", "topic_partitions")}
+        "intra_op_threads", "topic_partitions", "kafka_fetch_max_wait_ms")}
+    row["topology"] = ("one consumer group on one topic" if lanes == 1 else
+                       f"{lanes} single-member groups, one topic each (mock broker)")
     return row
 
 
@@ -222,7 +243,7 @@ def _jsonable(value: Any) -> Any:
     return value if isinstance(value, int | float | str | bool) or value is None else str(value)
 
 
-def _warm_up(producer: Any, topic: str, texts: Sequence[str], prefix: str,
+def _warm_up(producer: Any, topics: Sequence[str], texts: Sequence[str], prefix: str,
              workers: Sequence[WorkerProcess], traces: Sequence[Path], echo: Echo) -> None:
     """Publish small bursts until every worker has committed a batch (group joined, model
     loaded, partitions assigned), so start-up is not measured."""
@@ -236,7 +257,7 @@ def _warm_up(producer: Any, topic: str, texts: Sequence[str], prefix: str,
         if time.monotonic() > deadline:
             raise RuntimeError(f"workers not ready after {_WARMUP_TIMEOUT_S:.0f}s; logs in "
                                f"{traces[0].parent}")
-        publish_tweets(producer, topic, texts[:64], f"{prefix}-warm{burst}")
+        publish_tweets(producer, topics, texts[:64], f"{prefix}-warm{burst}")
         burst += 1
         time.sleep(1.0)
     time.sleep(1.0)  # let the last warm-up batches drain
@@ -344,7 +365,7 @@ def run_pipeline_bench(settings: Settings, options: BenchOptions, echo: Echo) ->
     notes = [] if profile or not options.profile else [
         "py-spy not found on PATH: no CPU profile (pip install py-spy)"]
     rows = []
-    with broker_for(settings) as (bootstrap, create_topics), \
+    with broker_for(settings) as (bootstrap, create_topics, shared_group), \
             scratch_database(settings.database_url, f"tweetwatch_bench_{run_id}") as db_url:
         echo(f"broker {bootstrap}; database {sa.make_url(db_url).database}; "
              f"work folder {workdir}")
@@ -353,7 +374,7 @@ def run_pipeline_bench(settings: Settings, options: BenchOptions, echo: Echo) ->
         for index, scenario in enumerate(scenarios):
             rows.append(run_scenario(index, scenario, texts, settings, bootstrap,
                                      create_topics, db_url, options, workdir,
-                                     profile and index == profiled, echo))
+                                     profile and index == profiled, echo, shared_group))
             _truncate(db_url)
             echo(summary_line(rows[-1]))
     return {"kind": "pipeline", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

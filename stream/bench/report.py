@@ -43,6 +43,9 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{lat.get('p99', float('nan')):.3f} | {lat.get('max', float('nan')):.2f} | "
             f"{r.get('mean_batch', 0):.0f} | {cpu.get('worker_us_per_tweet', 0):,.0f} | "
             f"{'yes' if r.get('complete') else 'NO'} |")
+    for topology in sorted({r.get("topology", "") for r in doc["rows"]} - {""}):
+        used = ", ".join(r["scenario"] for r in doc["rows"] if r.get("topology") == topology)
+        lines.append(f"\nTopology of [{used}]: {topology}.")
     lines += ["", "Where the time goes (wall time inside the agent per committed tweet, and CPU "
               "seconds of each process group over the scenario):", "",
               "| scenario | " + " | ".join(f"{v} µs" for v in STAGE_LABELS.values())
