@@ -1,7 +1,7 @@
 """``tweetwatch bench pipeline``: real tweets through broker, workers and Postgres, measured.
 
 For every scenario (offered rate x worker processes) the benchmark creates fresh topics
-(``--partitions``, 4 by default) and a fresh consumer group, starts real ``tweetwatch worker``
+(``--partitions``, 8 by default) and a fresh consumer group, starts real ``tweetwatch worker``
 child processes (the same command production runs, analyze agent), warms them up until every
 worker has committed a batch, then publishes N real tweets (sampled with replacement, unique
 ids) at the offered rate and waits until all are committed. The database is a fresh PostgreSQL
@@ -46,6 +46,7 @@ from stream.worker_process import WorkerProcess
 
 Echo = Callable[[str], None]
 _WARMUP_TIMEOUT_S = 180.0
+_STALL_S = 30.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -69,7 +70,7 @@ class BenchOptions:
     tweets: int
     rates: Sequence[float]
     workers: Sequence[int]
-    partitions: int = 4
+    partitions: int = 8
     profile: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
@@ -271,11 +272,19 @@ def _wait_committed(total: int, traces: Sequence[Path], start_lines: Sequence[in
     timeout = options.timeout_s or max(120.0, total / 200.0)
     deadline = time.monotonic() + timeout
     last_report = 0.0
+    last_stored, last_change = -1, time.monotonic()
     while True:
         stored = sum(sum(b["stored"] for b in read_trace(t)[n:])
                      for t, n in zip(traces, start_lines, strict=True))
         if stored >= total:
             return True
+        if stored != last_stored:
+            last_stored, last_change = stored, time.monotonic()
+        elif time.monotonic() - last_change > _STALL_S:
+            echo(f"[{scenario.label}] no commit for {_STALL_S:.0f}s with {stored:,} of "
+                 f"{total:,} committed: messages lost before they were read? (the embedded "
+                 "broker keeps about 5 MB per partition; use more --partitions)")
+            return False
         for worker in workers:
             if not worker.alive():
                 raise RuntimeError(f"a worker exited (status {worker.returncode()}): "
