@@ -23,7 +23,7 @@ DATA = Settings().data_dir
 @pytest.fixture(scope="module")
 def sentences() -> list[list[str]]:
     if not (DATA / "wnut16").is_dir():
-        pytest.skip(f"shared data not found at {DATA}")
+        pytest.fail(f"shared data not found at {DATA} (set TWEETWATCH_DATA_DIR)")
     return [s.tokens for s in read_conll(DATA / "wnut16" / "dev.conll").sentences]
 
 

@@ -30,7 +30,7 @@ def one_torch_thread():
 @pytest.mark.usefixtures("one_torch_thread")
 def test_short_training_run_lowers_the_loss(tmp_path: Path):
     if not (DATA / "wnut16").is_dir():
-        pytest.skip(f"shared data not found at {DATA}")
+        pytest.fail(f"shared data not found at {DATA} (set TWEETWATCH_DATA_DIR)")
     config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=10,
                          evaluate_dev=False, dropout=0.0, word_dropout=0.0, lowercase_prob=0.0)
     sets = load_training_sets(config)

@@ -21,7 +21,7 @@ DATA = Settings().data_dir
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
     if not (DATA / "wnut16").is_dir():
-        pytest.skip(f"shared data not found at {DATA}")
+        pytest.fail(f"shared data not found at {DATA} (set TWEETWATCH_DATA_DIR)")
     return DATA
 
 

@@ -25,7 +25,7 @@ DATA = Settings().data_dir
 @pytest.fixture(scope="module")
 def real_tweets() -> list[str]:
     if not (DATA / "sentiment").is_dir():
-        pytest.skip(f"shared data not found at {DATA}")
+        pytest.fail(f"shared data not found at {DATA} (set TWEETWATCH_DATA_DIR)")
     tweets = [r.text for r in read_sentiment_tsv(DATA / "sentiment" / "test.tsv")[:3000]]
     lines = read_lines(DATA / "unlabeled" / "tweets.txt")
     tweets += [next(lines) for _ in range(3000)]
