@@ -7,7 +7,6 @@ files just written, so the card describes exactly what the pipeline will run.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import platform
@@ -18,7 +17,7 @@ from model_export.export import export_onnx, parity, quantize_int8
 from model_export.heads import SERVING_HEAD, labels_document
 from model_export.readers import read_conll
 from model_export.train import TrainConfig, TrainResult, head_summary
-from stream.inference import MODEL_FILES
+from stream.inference import MODEL_FILES, file_sha256
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-4
@@ -43,18 +42,10 @@ SERVING_CHOICE = (
 )
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_hashes(data_dir: Path) -> dict[str, str]:
     """sha256 of every data file (relative path -> hash)."""
     return {
-        str(p.relative_to(data_dir)): sha256(p)
+        str(p.relative_to(data_dir)): file_sha256(p)
         for p in sorted(data_dir.rglob("*"))
         if p.is_file() and p.suffix in (".conll", ".tsv", ".txt")
     }
@@ -86,7 +77,7 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
                                          encoding="utf-8")
     now = dt.datetime.now(dt.UTC)
     card = {
-        "version": f"{now:%Y%m%d}-{sha256(onnx_path)[:8]}",
+        "version": f"{now:%Y%m%d}-{file_sha256(onnx_path)[:8]}",
         "created_at": now.isoformat(timespec="seconds"),
         "architecture": "char-CNN + FastText-initialised word embeddings -> dilated CNN "
         "(ID-CNN) encoder -> NER heads (wnut16, wnut17, btc, targets), token entity "

@@ -171,7 +171,8 @@ class LabelSpace:
         return results
 
 
-def _file_digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (model files and data files are large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -207,7 +208,7 @@ class Analyzer:
         self.labels = LabelSpace.load(model_dir / "labels.json")
         card_path = model_dir / "model_card.json"
         card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-        base_version = card.get("version") or _file_digest(model_path)[:12]
+        base_version = card.get("version") or file_sha256(model_path)[:12]
         self.model_version: str = f"{base_version}-{variant}"
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
