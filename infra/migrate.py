@@ -6,8 +6,11 @@ alike, so the demo's store and production's are the same schema.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -56,3 +59,24 @@ def current_revision(url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, name: str) -> Iterator[str]:
+    """A fresh PostgreSQL database ``name`` on the server of ``server_url``, migrated to head;
+    yields its URL (same driver as ``server_url``) and drops it afterwards, even when the
+    caller fails. Tests and the pipeline benchmark each get a store of their own this way."""
+    url = sa.make_url(server_url)
+    if url.get_backend_name() != "postgresql":
+        raise ValueError("a scratch database needs PostgreSQL: use a postgresql+psycopg:// URL "
+                         "of a server where it may create a database")
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    scratch = url.set(database=name).render_as_string(False)
+    try:
+        upgrade(scratch)
+        yield scratch
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

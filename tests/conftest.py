@@ -20,12 +20,14 @@ import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from infra.migrate import scratch_database as scratch_database_of
 from infra.migrate import upgrade
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
 
 RUN_ID = uuid.uuid4().hex[:8]
 PG_SERVER = os.environ.get("TWEETWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+PG_URL = PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1) + "/postgres"
 
 
 class Broker:
@@ -63,25 +65,16 @@ def broker() -> Iterator[Broker]:
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    name = f"tweetwatch_test_{RUN_ID}"
-    admin_url = f"{PG_SERVER}/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_SERVER.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    try:
-        upgrade(url)
+    with scratch_database_of(PG_URL, f"tweetwatch_test_{RUN_ID}") as url:
         yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class ScratchDatabase:
     """A migrated PostgreSQL database of one test, which the test may cut off."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, url: str) -> None:
         self.name = name
-        self.url = f"{PG_SERVER.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+        self.url = url
 
     def allow_connections(self, allow: bool) -> None:
         """Refuse (and cut) or allow connections: a database outage, for the worker."""
@@ -95,15 +88,9 @@ class ScratchDatabase:
 
 @pytest.fixture
 def scratch_database() -> Iterator[ScratchDatabase]:
-    database = ScratchDatabase(f"tweetwatch_test_{RUN_ID}_{uuid.uuid4().hex[:6]}")
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database.name}"')
-    try:
-        upgrade(database.url)
-        yield database
-    finally:
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+    name = f"tweetwatch_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+    with scratch_database_of(PG_URL, name) as url:
+        yield ScratchDatabase(name, url)
 
 
 @pytest.fixture

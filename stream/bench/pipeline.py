@@ -36,7 +36,7 @@ import numpy as np
 import psycopg
 import sqlalchemy as sa
 
-from infra.migrate import upgrade
+from infra.migrate import scratch_database
 from stream.bench.load import make_producer, publish_tweets, sample_tweets
 from stream.bench.machine import machine_info
 from stream.bench.profile import Sampler, fold, py_spy_available
@@ -99,26 +99,6 @@ def broker_for(settings: Settings
         return
     with EmbeddedBroker() as embedded:
         yield embedded.bootstrap_servers, embedded.create_topics, False
-
-
-@contextlib.contextmanager
-def scratch_database(database_url: str, name: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database on the server of ``database_url``; dropped after."""
-    url = sa.make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        raise ValueError("the pipeline benchmark needs PostgreSQL (set TWEETWATCH_DATABASE_URL "
-                         "to a postgresql+psycopg:// URL of a server where it may create a "
-                         "database)")
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    scratch = url.set(database=name).render_as_string(False)
-    try:
-        upgrade(scratch)
-        yield scratch
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _libpq(url: str) -> str:
