@@ -93,6 +93,9 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
         "embedding_coverage": round(result.embedding_coverage, 4),
         "epochs_run": len(result.history),
         "best_dev": result.best_dev,
+        "calibration": {"what": "O-logit offset per NER head, chosen on its dev split and "
+                        "folded into the head's O bias (model_export/calibrate.py)",
+                        **result.calibration},
         "dev_history": [{k: v for k, v in h.items() if k != "dev"} for h in result.history],
         "export": {"opset": 17, "parity_max_abs_diff": worst,
                    "int8": "onnxruntime dynamic quantisation (MatMul, Gemm, Gather)"},

@@ -63,7 +63,7 @@ def format_speed(speeds: dict) -> str:
 @click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("runs"), show_default=True,
               help="Scratch folder (cached word vectors, training log).")
-@click.option("--epochs", type=int, default=20, show_default=True, help="Most epochs.")
+@click.option("--epochs", type=int, default=16, show_default=True, help="Most epochs.")
 @click.option("--patience", type=int, default=4, show_default=True,
               help="Epochs without dev improvement before stopping.")
 @click.option("--seed", type=int, default=13, show_default=True)
@@ -76,13 +76,21 @@ def format_speed(speeds: dict) -> str:
               help="Char-CNN filters.")
 @click.option("--char-dim", type=int, default=8, show_default=True,
               help="Character embedding size.")
+@click.option("--embedding-lr-scale", type=float, default=None,
+              help="Learning-rate factor of the word embeddings (0 freezes them).")
+@click.option("--hashtag-prob", type=float, default=None,
+              help="Probability of rewriting a WNUT16 training mention as one hashtag.")
+@click.option("--train-with-dev", type=click.Choice(["wnut16", "wnut17", "btc"]), multiple=True,
+              default=None, help="NER corpus whose dev split joins its training data "
+              "(repeatable; default: wnut16).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")
 def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, epochs: int,
                   patience: int, seed: int, limit: int | None, time_budget_min: float | None,
                   embedding_epochs: int, hidden: int, char_filters: int, char_dim: int,
-                  threads: int) -> None:
+                  embedding_lr_scale: float | None, hashtag_prob: float | None,
+                  train_with_dev: tuple[str, ...] | None, threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
@@ -98,6 +106,10 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
         patience=patience, limit=limit, embedding_epochs=embedding_epochs, hidden=hidden,
         char_filters=char_filters, char_dim=char_dim,
         time_budget_s=None if time_budget_min is None else 60 * time_budget_min,
+        **{name: value for name, value in (
+            ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
+            ("train_with_dev", tuple(train_with_dev) if train_with_dev else None),
+        ) if value is not None},
     )
     result = train(config)
     card = write_artifact(result, config, out_dir or settings.model_dir)

@@ -29,6 +29,9 @@ class ModelConfig:
     hidden: int = 128
     dilations: tuple[int, ...] = (1, 2, 4)
     dropout: float = 0.3
+    # The tweet-sentiment head also reads the mean word vector (a fastText-style bag of words
+    # beside the encoder's pooled features).
+    tweet_bow: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +58,8 @@ class TweetTagger(nn.Module):
         self.ner_heads = nn.ModuleList(nn.Linear(config.hidden, len(h.tags)) for h in NER_HEADS)
         self.entity_token = nn.Linear(config.hidden, 3)
         self.entity_context = nn.Linear(2 * config.hidden, 3)
-        self.tweet_hidden = nn.Linear(2 * config.hidden, 64)
+        tweet_in = 2 * config.hidden + (config.word_dim if config.tweet_bow else 0)
+        self.tweet_hidden = nn.Linear(tweet_in, 64)
         self.tweet_out = nn.Linear(64, 3)
 
     def encode_chars(self, char_ids: torch.Tensor) -> torch.Tensor:
@@ -73,7 +77,8 @@ class TweetTagger(nn.Module):
         steps = word_ids.shape[1]
         mask = torch.arange(steps, device=word_ids.device).unsqueeze(0) < lengths.unsqueeze(1)
         maskf = mask.unsqueeze(1).to(torch.float32)  # [B,1,T]
-        features = torch.cat([self.word_embedding(word_ids), self.encode_chars(char_ids)], -1)
+        words = self.word_embedding(word_ids)
+        features = torch.cat([words, self.encode_chars(char_ids)], -1)
         hidden = torch.relu(self.project(self.dropout(features).transpose(1, 2))) * maskf
         for block in self.blocks:
             hidden = (hidden + torch.relu(block(self.dropout(hidden)))) * maskf
@@ -85,5 +90,9 @@ class TweetTagger(nn.Module):
         pooled = self.dropout(torch.cat([mean, peak], dim=1))  # [B,2H]
         ner = tuple(head(tokens) for head in self.ner_heads)
         entity = self.entity_token(tokens) + self.entity_context(pooled).unsqueeze(1)
-        tweet = self.tweet_out(self.dropout(torch.relu(self.tweet_hidden(pooled))))
+        tweet_in = pooled
+        if self.config.tweet_bow:
+            bag = (words * maskf.transpose(1, 2)).sum(dim=1) / count  # [B,D]
+            tweet_in = torch.cat([pooled, self.dropout(bag)], dim=1)
+        tweet = self.tweet_out(self.dropout(torch.relu(self.tweet_hidden(tweet_in))))
         return (*ner, entity, tweet)

@@ -31,7 +31,8 @@ def sentences() -> list[list[str]]:
 def exported(sentences: list[list[str]], tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
     vocab = build_vocab(sentences[:500], max_words=3000)
-    model = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars)))
+    model = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars),
+                                    tweet_bow=True))
     with torch.no_grad():  # non-trivial weights everywhere, as after training
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.05)

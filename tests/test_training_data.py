@@ -1,0 +1,106 @@
+"""What the training run sees: dev texts kept out of training, hashtag rewriting, calibration."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from model_export.calibrate import OFFSETS, best_offset, calibrate_heads
+from model_export.corpus import Example, ner_examples
+from model_export.embeddings import build_vocab
+from model_export.evaluate import dev_objective, score_mitchell
+from model_export.heads import HEAD_BY_NAME, NER_HEADS, labels_document
+from model_export.model import ModelConfig, TweetTagger
+from model_export.train import TrainConfig, hashtag_entities, load_training_sets, torch_predictor
+from stream.inference import LabelSpace
+from stream.settings import Settings
+
+DATA = Settings().data_dir
+WNUT16_TAGS = HEAD_BY_NAME["wnut16"].tags
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    if not (DATA / "wnut16").is_dir():
+        pytest.fail(f"shared data not found at {DATA} (set TWEETWATCH_DATA_DIR)")
+    return DATA
+
+
+def tagged(pairs: list[tuple[str, str]]) -> Example:
+    return Example("wnut16", [t for t, _ in pairs], "wnut16",
+                   [WNUT16_TAGS.index(tag) for _, tag in pairs])
+
+
+def test_held_out_dev_texts_never_reach_training(data_dir: Path):
+    """WNUT17 train re-annotates 996 WNUT16 dev tweets: while WNUT16 dev scores early
+    stopping they must go; once WNUT16 dev is training data they may stay."""
+    dev16 = {tuple(e.tokens) for e in ner_examples(data_dir, "wnut16", "dev")}
+    clean = load_training_sets(TrainConfig(data_dir=data_dir, train_with_dev=()))
+    assert len(clean["wnut16"]) == 2394
+    assert not any(tuple(e.tokens) in dev16 for e in clean["wnut17"])
+    assert 2300 < len(clean["wnut17"]) < 3394
+    with_dev = load_training_sets(TrainConfig(data_dir=data_dir, train_with_dev=("wnut16",)))
+    assert len(with_dev["wnut16"]) == 2394 + 1000
+    assert len(with_dev["wnut17"]) == 3394
+    wnut17_dev = {tuple(e.tokens) for e in ner_examples(data_dir, "wnut17", "dev")}
+    assert not any(tuple(e.tokens) in wnut17_dev for e in with_dev["wnut17"])
+
+
+def test_dev_objective_leaves_out_corpora_trained_on_their_dev_split():
+    dev = {"wnut16": {"f1": 90.0}, "wnut17": {"f1": 30.0}, "btc": {"f1": 60.0},
+           "semeval2017_4a": {"macro_recall": 0.6}, "mitchell2013": {"f1": 50.0}}
+    assert dev_objective(dev) == pytest.approx(58.0)
+    assert dev_objective(dev, exclude=("wnut16",)) == pytest.approx(50.0)
+
+
+def test_entity_spans_become_hashtags_of_the_same_type():
+    example = tagged([("shooting", "O"), ("South", "B-geo-loc"), ("Side", "I-geo-loc"),
+                      ("-", "O"), ("AT&T", "B-company"), ("Chicago", "B-company"),
+                      ("Tribune", "I-company")])
+    rewritten = hashtag_entities(example, WNUT16_TAGS, 1.0, random.Random(0))
+    assert rewritten.tokens == ["shooting", "#SouthSide", "-", "AT&T", "#ChicagoTribune"]
+    assert [WNUT16_TAGS[t] for t in rewritten.ner_tags or []] == [
+        "O", "B-geo-loc", "O", "B-company", "B-company"]
+    assert example.tokens[1] == "South"  # the original example is left alone
+    assert hashtag_entities(example, WNUT16_TAGS, 0.0, random.Random(0)) is example
+
+
+@pytest.fixture(scope="module")
+def untrained(data_dir: Path):
+    torch.manual_seed(0)
+    sentences = [e.tokens for e in ner_examples(data_dir, "wnut16", "train")[:400]]
+    vocab = build_vocab(sentences, max_words=2000)
+    model = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars),
+                                    hidden=16, char_filters=8, char_dim=4, tweet_bow=True))
+    model.eval()
+    return model, vocab
+
+
+def test_calibration_folds_the_best_offset_into_the_o_bias(untrained, data_dir: Path):
+    model, vocab = untrained
+    labels = LabelSpace(labels_document())
+    index = [h.name for h in NER_HEADS].index("targets")
+    with torch.no_grad():  # a head far too shy of leaving O, as trained heads tend to be
+        model.ner_heads[index].bias[0] += 2.0
+    sweep = best_offset(model, vocab, labels, "targets", data_dir, (1,))
+    assert set(sweep["sweep"]) == {float(o) for o in OFFSETS}
+    assert sweep["dev_f1_after"] == max(sweep["sweep"].values())
+    assert sweep["offset"] > 0 and sweep["dev_f1_after"] > sweep["dev_f1_before"]
+    before = model.ner_heads[index].bias.detach().clone()
+    others = {h.name: model.ner_heads[i].bias.detach().clone() for i, h in enumerate(NER_HEADS)}
+    report = calibrate_heads(model, vocab, labels, data_dir, (1,),
+                             skip=("wnut16", "wnut17", "btc"))
+    assert list(report) == ["targets"]
+    after = model.ner_heads[index].bias.detach()
+    assert after[0].item() == pytest.approx(before[0].item() - report["targets"]["offset"])
+    assert torch.equal(after[1:], before[1:])
+    for i, head in enumerate(NER_HEADS):
+        if head.name != "targets":
+            assert torch.equal(model.ner_heads[i].bias.detach(), others[head.name])
+    # The folded model scores what the sweep promised, through the runtime decoding.
+    predict = torch_predictor(model, vocab, labels)
+    assert score_mitchell(predict, data_dir, 1, "dev")["span_f1"] == pytest.approx(
+        report["targets"]["dev_f1_after"])
