@@ -96,7 +96,7 @@ class TrainConfig:
     )
     # Learning-rate factor of the word embeddings (0 freezes them): words met only in
     # unlabeled text (most test entities) stay near the words they were trained beside.
-    embedding_lr_scale: float = 1.0
+    embedding_lr_scale: float = 0.3
     # NER corpora whose dev split joins their training data; early stopping then watches the
     # other dev sets only.
     train_with_dev: tuple[str, ...] = ("wnut16",)
