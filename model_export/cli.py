@@ -80,9 +80,9 @@ def format_speed(speeds: dict) -> str:
               help="Learning-rate factor of the word embeddings (0 freezes them).")
 @click.option("--hashtag-prob", type=float, default=None,
               help="Probability of rewriting a WNUT16 training mention as one hashtag.")
-@click.option("--train-with-dev", type=click.Choice(["wnut16", "wnut17", "btc"]), multiple=True,
-              default=None, help="NER corpus whose dev split joins its training data "
-              "(repeatable; default: wnut16).")
+@click.option("--train-with-dev", type=click.Choice(["wnut16", "wnut17", "btc", "none"]),
+              multiple=True, default=None, help="NER corpus whose dev split joins its training "
+              "data (repeatable; default: wnut16; 'none' keeps every dev split for scoring).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")
@@ -108,7 +108,8 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
         time_budget_s=None if time_budget_min is None else 60 * time_budget_min,
         **{name: value for name, value in (
             ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
-            ("train_with_dev", tuple(train_with_dev) if train_with_dev else None),
+            ("train_with_dev",
+             tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},
     )
     result = train(config)
