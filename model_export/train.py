@@ -48,6 +48,7 @@ from model_export.heads import (
     TWEET_SENTIMENT_OUTPUT,
     labels_document,
 )
+from model_export.label_transfer import allowed_matrix, transfer_pairs
 from model_export.model import ModelConfig, TweetTagger
 from model_export.readers import read_lines
 from stream.inference import LabelSpace, TokenAnalysis
@@ -100,6 +101,11 @@ class TrainConfig:
     # NER corpora whose dev split joins their training data; early stopping then watches the
     # other dev sets only.
     train_with_dev: tuple[str, ...] = ("wnut16",)
+    # Partial labels from one corpus for other heads (see model_export.label_transfer): BTC's
+    # 6,338 tweets teach the WNUT16 and WNUT17 heads, weighted by ``transfer_weight`` (0: off).
+    transfer: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"btc": ("wnut16", "wnut17")})
+    transfer_weight: float = 0.5
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -252,6 +258,9 @@ def tensors(
         return values + [IGNORE] * (steps - len(values))
 
     feeds["ner"] = torch.tensor([pad(e.ner_tags) for e in batch])
+    feeds["mention"] = torch.tensor(
+        [[t.startswith("@") for t in e.tokens] + [False] * (steps - len(e.tokens))
+         for e in batch], dtype=torch.bool)
     feeds["entity"] = torch.tensor([pad(e.entity_sentiment) for e in batch])
     feeds["tweet"] = torch.tensor(
         [IGNORE if e.tweet_sentiment is None else e.tweet_sentiment for e in batch]
@@ -278,6 +287,24 @@ class MultiTaskLoss:
             for head in NER_HEADS
         }
         self.head_index = {head.name: i for i, head in enumerate(NER_HEADS)}
+        self.transfer: dict[str, list[tuple[str, torch.Tensor]]] = {}
+        if config.transfer_weight > 0:
+            for source, target in transfer_pairs(config.transfer):
+                self.transfer.setdefault(source, []).append(
+                    (target, torch.from_numpy(allowed_matrix(source, target))))
+
+    def partial_label_loss(self, logits: torch.Tensor, allowed: torch.Tensor,
+                           feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean -log P(tag in allowed set) over labelled tokens; @mentions are skipped (BTC
+        tags handles as PER, WNUT does not), sets holding ``O`` weigh ``ner_o_weight``."""
+        labels = feeds["ner"]
+        valid = (labels != IGNORE) & ~feeds["mention"]
+        sets = allowed[labels.clamp(min=0)]  # [B,T,K]
+        nll = (torch.logsumexp(logits, -1)
+               - torch.logsumexp(logits.masked_fill(~sets, float("-inf")), -1))
+        weight = torch.where(sets[..., 0], self.config.ner_o_weight, 1.0) * valid
+        nll = torch.where(valid, nll, torch.zeros_like(nll))
+        return (nll * weight).sum() / weight.sum().clamp(min=1e-6)
 
     def __call__(self, outputs: tuple[torch.Tensor, ...], batch: Sequence[Example],
                  feeds: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -289,6 +316,9 @@ class MultiTaskLoss:
             logits = outputs[self.head_index[head]]
             total = total + weights["ner"] * self.ner[head](
                 logits.reshape(-1, logits.shape[-1]), feeds["ner"].reshape(-1))
+            for target, allowed in self.transfer.get(head, []):
+                total = total + weights["ner"] * self.config.transfer_weight * (
+                    self.partial_label_loss(outputs[self.head_index[target]], allowed, feeds))
         if batch[0].entity_sentiment is not None:
             logits = named[ENTITY_SENTIMENT_OUTPUT]
             total = total + weights["entity"] * self.entity(
