@@ -13,7 +13,13 @@ import platform
 from pathlib import Path
 
 from model_export.evaluate import test_metrics, throughput
-from model_export.export import export_onnx, parity, quantize_int8
+from model_export.export import (
+    export_onnx,
+    parity,
+    quantize_int8,
+    round_embedding_to_fp16,
+    store_embedding_fp16,
+)
 from model_export.heads import SERVING_HEAD, labels_document
 from model_export.readers import read_conll
 from model_export.train import TrainConfig, TrainResult, head_summary
@@ -67,11 +73,15 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
     onnx_path = out_dir / MODEL_FILES["fp32"]
     int8_path = out_dir / MODEL_FILES["int8"]
     batches = parity_batches(config.data_dir)
+    if config.embedding_fp16:
+        round_embedding_to_fp16(result.model)
     export_onnx(result.model, result.vocab, onnx_path, batches[1])
+    quantize_int8(onnx_path, int8_path)
+    if config.embedding_fp16:
+        store_embedding_fp16(onnx_path)
     worst = parity(result.model, result.vocab, onnx_path, batches)
     if worst > PARITY_TOLERANCE:
         raise RuntimeError(f"ONNX export differs from torch by {worst:.2e} > {PARITY_TOLERANCE}")
-    quantize_int8(onnx_path, int8_path)
     result.vocab.save(out_dir / "vocab.json")
     (out_dir / "labels.json").write_text(json.dumps(labels_document(), indent=1) + "\n",
                                          encoding="utf-8")
@@ -98,7 +108,8 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
                         **result.calibration},
         "dev_history": [{k: v for k, v in h.items() if k != "dev"} for h in result.history],
         "export": {"opset": 17, "parity_max_abs_diff": worst,
-                   "int8": "onnxruntime dynamic quantisation (MatMul, Gemm, Gather)"},
+                   "int8": "onnxruntime dynamic quantisation (MatMul, Gemm, Gather)",
+                   "word_table": "fp16 + Cast" if config.embedding_fp16 else "fp32"},
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                      "onnx": onnx.__version__, "python": platform.python_version()},
         "sources": SOURCES,

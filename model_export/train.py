@@ -65,6 +65,9 @@ class TrainConfig:
     work_dir: Path = Path("runs")
     seed: int = 13
     max_words: int = 30_000
+    # Store the word table as fp16 in model.onnx (the int8 model quantises it anyway): twice
+    # the vocabulary in the same artifact size; the weights are rounded to fp16 after training.
+    embedding_fp16: bool = False
     word_dim: int = 100
     embedding_epochs: int = 5
     hidden: int = 64

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from model_export.embeddings import build_vocab
-from model_export.export import OPSET, export_onnx, parity, quantize_int8
+from model_export.export import (
+    OPSET,
+    export_onnx,
+    parity,
+    quantize_int8,
+    round_embedding_to_fp16,
+    store_embedding_fp16,
+)
 from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
 from model_export.model import ModelConfig, TweetTagger
 from model_export.readers import read_conll
@@ -82,3 +89,22 @@ def test_int8_model_runs_and_stays_close(exported, sentences: list[list[str]], t
         want = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
     tweet = OUTPUT_NAMES.index("tweet_sentiment_logits")
     assert np.abs(got[tweet] - want[tweet].numpy()).max() < 0.5
+
+
+def test_fp16_word_table_halves_it_and_keeps_parity(sentences: list[list[str]],
+                                                    tmp_path: Path):
+    torch.manual_seed(1)
+    vocab = build_vocab(sentences, max_words=3000)
+    model = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars)))
+    model.eval()
+    round_embedding_to_fp16(model)
+    path = tmp_path / "model.onnx"
+    export_onnx(model, vocab, path, sentences[:8])
+    before = path.stat().st_size
+    table_bytes = model.word_embedding.weight.numel() * 4
+    assert store_embedding_fp16(path, min_elements=table_bytes // 8) == 1
+    assert before - path.stat().st_size == pytest.approx(table_bytes / 2, rel=0.01)
+    tables = {i.name: i.data_type for i in onnx.load(str(path)).graph.initializer}
+    assert tables["word_embedding.weight"] == onnx.TensorProto.FLOAT16
+    batches = [sentences[:1], sentences[1:65], sentences[65:321]]
+    assert parity(model, vocab, path, batches) <= 1e-5
