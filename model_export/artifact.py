@@ -43,7 +43,9 @@ SERVING_CHOICE = (
     "WNUT17 'group'/'creative-work' and BTC 'ORG' each straddle several WNUT16 types). The "
     "WNUT16 head serves production: its types (company, product, sportsteam, musicartist, "
     "person, ...) are what reputation alerts are about; WNUT17/BTC heads train the shared "
-    "encoder and are evaluated on their own test sets. The Mitchell-trained 'targets' head "
+    "encoder and are evaluated on their own test sets; BTC spans also train the WNUT16 and "
+    "WNUT17 heads as partial labels (the set of tags each BTC tag allows, "
+    "model_export/label_transfer.py). The Mitchell-trained 'targets' head "
     "finds opinion targets for the span+polarity evaluation."
 )
 
