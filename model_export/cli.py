@@ -82,6 +82,9 @@ def format_speed(speeds: dict) -> str:
               help="Probability of rewriting a WNUT16 training mention as one hashtag.")
 @click.option("--transfer-weight", type=float, default=None,
               help="Weight of BTC's partial labels for the WNUT16/WNUT17 heads (0: off).")
+@click.option("--bow-dim", type=int, default=None,
+              help="Width of the tweet head's own bag-of-words table (default 0: the bag "
+              "averages the shared word vectors).")
 @click.option("--max-words", type=int, default=None,
               help="Vocabulary size (default 30000; above it the word table is stored fp16).")
 @click.option("--train-with-dev", type=click.Choice(["wnut16", "wnut17", "btc", "none"]),
@@ -94,7 +97,8 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   patience: int, seed: int, limit: int | None, time_budget_min: float | None,
                   embedding_epochs: int, hidden: int, char_filters: int, char_dim: int,
                   embedding_lr_scale: float | None, hashtag_prob: float | None,
-                  transfer_weight: float | None, max_words: int | None,
+                  transfer_weight: float | None, bow_dim: int | None,
+                  max_words: int | None,
                   train_with_dev: tuple[str, ...] | None,
                   threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
@@ -114,8 +118,8 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
         time_budget_s=None if time_budget_min is None else 60 * time_budget_min,
         **{name: value for name, value in (
             ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
-            ("transfer_weight", transfer_weight), ("max_words", max_words),
-            ("embedding_fp16", None if max_words is None else max_words > 30_000),
+            ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
+            ("max_words", max_words),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},

@@ -60,15 +60,21 @@ def quantize_int8(source: Path, target: Path) -> None:
     )
 
 
-def round_embedding_to_fp16(model: TweetTagger) -> None:
-    """Round the word embeddings to fp16 values, so torch and the fp16-stored ONNX table agree
-    exactly (the parity check stays meaningful)."""
+# Gather tables at least this large are stored as fp16 (the word table, and the tweet head's
+# bag-of-words table when it has one); the character table stays fp32.
+FP16_MIN_ELEMENTS = 500_000
+
+
+def round_embedding_to_fp16(model: TweetTagger, min_elements: int = FP16_MIN_ELEMENTS) -> None:
+    """Round the large embedding tables to fp16 values, so torch and the fp16-stored ONNX
+    tables agree exactly (the parity check stays meaningful)."""
     with torch.no_grad():
-        weight = model.word_embedding.weight
-        weight.copy_(weight.half().float())
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding) and module.weight.numel() >= min_elements:
+                module.weight.copy_(module.weight.half().float())
 
 
-def store_embedding_fp16(path: Path, min_elements: int = 1_000_000) -> int:
+def store_embedding_fp16(path: Path, min_elements: int = FP16_MIN_ELEMENTS) -> int:
     """Store large Gather tables of an ONNX file as fp16 with a Cast back to fp32.
 
     The word table is most of the file; halving it lets the vocabulary double within the

@@ -32,6 +32,11 @@ class ModelConfig:
     # The tweet-sentiment head also reads the mean word vector (a fastText-style bag of words
     # beside the encoder's pooled features).
     tweet_bow: bool = False
+    # Width of a bag-of-words table of the tweet head's own (0: the bag averages the shared
+    # word vectors). With its own table the shared vectors can stay frozen for NER, where
+    # unseen entities must keep their FastText neighbourhood, while sentiment still learns
+    # word polarities.
+    bow_dim: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +63,14 @@ class TweetTagger(nn.Module):
         self.ner_heads = nn.ModuleList(nn.Linear(config.hidden, len(h.tags)) for h in NER_HEADS)
         self.entity_token = nn.Linear(config.hidden, 3)
         self.entity_context = nn.Linear(2 * config.hidden, 3)
-        tweet_in = 2 * config.hidden + (config.word_dim if config.tweet_bow else 0)
+        self.bow_embedding = (nn.Embedding(config.n_words, config.bow_dim, padding_idx=0)
+                              if config.tweet_bow and config.bow_dim > 0 else None)
+        if self.bow_embedding is not None:
+            nn.init.normal_(self.bow_embedding.weight, std=0.1)
+            with torch.no_grad():
+                self.bow_embedding.weight[0].zero_()
+        bow_width = (config.bow_dim or config.word_dim) if config.tweet_bow else 0
+        tweet_in = 2 * config.hidden + bow_width
         self.tweet_hidden = nn.Linear(tweet_in, 64)
         self.tweet_out = nn.Linear(64, 3)
 
@@ -92,7 +104,8 @@ class TweetTagger(nn.Module):
         entity = self.entity_token(tokens) + self.entity_context(pooled).unsqueeze(1)
         tweet_in = pooled
         if self.config.tweet_bow:
-            bag = (words * maskf.transpose(1, 2)).sum(dim=1) / count  # [B,D]
+            bag_words = words if self.bow_embedding is None else self.bow_embedding(word_ids)
+            bag = (bag_words * maskf.transpose(1, 2)).sum(dim=1) / count  # [B,D]
             tweet_in = torch.cat([pooled, self.dropout(bag)], dim=1)
         tweet = self.tweet_out(self.dropout(torch.relu(self.tweet_hidden(tweet_in))))
         return (*ner, entity, tweet)

@@ -54,7 +54,8 @@ def test_flops_count_matches_the_layers() -> None:
     per_token = 2 * (h * (w + f) + len(cfg["dilations"]) * h * h * 3 + h * (tags + 3))
     assert counted["per_token"] == per_token
     assert counted["per_char"] == 2 * f * c * 3
-    tweet_in = 2 * h + (w if cfg.get("tweet_bow") else 0)  # pooled states (+ mean word vector)
+    bag = (cfg.get("bow_dim") or w) if cfg.get("tweet_bow") else 0
+    tweet_in = 2 * h + bag  # pooled states (+ mean word vector)
     assert counted["per_tweet"] == 2 * (3 * 2 * h + 64 * tweet_in + 3 * 64)
     assert counted["flops_per_tweet"] == pytest.approx(
         10 * per_token + 40 * counted["per_char"] + counted["per_tweet"])

@@ -91,20 +91,24 @@ def test_int8_model_runs_and_stays_close(exported, sentences: list[list[str]], t
     assert np.abs(got[tweet] - want[tweet].numpy()).max() < 0.5
 
 
-def test_fp16_word_table_halves_it_and_keeps_parity(sentences: list[list[str]],
-                                                    tmp_path: Path):
+def test_fp16_tables_halve_them_and_keep_parity(sentences: list[list[str]], tmp_path: Path):
     torch.manual_seed(1)
     vocab = build_vocab(sentences, max_words=3000)
-    model = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars)))
+    model = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars),
+                                    tweet_bow=True, bow_dim=16))
     model.eval()
-    round_embedding_to_fp16(model)
+    bow_elements = model.bow_embedding.weight.numel()
+    round_embedding_to_fp16(model, min_elements=bow_elements)
     path = tmp_path / "model.onnx"
     export_onnx(model, vocab, path, sentences[:8])
     before = path.stat().st_size
-    table_bytes = model.word_embedding.weight.numel() * 4
-    assert store_embedding_fp16(path, min_elements=table_bytes // 8) == 1
+    table_bytes = (model.word_embedding.weight.numel() + bow_elements) * 4
+    # The word and bag-of-words tables are converted; the small character table is not.
+    assert store_embedding_fp16(path, min_elements=bow_elements) == 2
     assert before - path.stat().st_size == pytest.approx(table_bytes / 2, rel=0.01)
     tables = {i.name: i.data_type for i in onnx.load(str(path)).graph.initializer}
     assert tables["word_embedding.weight"] == onnx.TensorProto.FLOAT16
+    assert tables["bow_embedding.weight"] == onnx.TensorProto.FLOAT16
+    assert tables["char_embedding.weight"] == onnx.TensorProto.FLOAT
     batches = [sentences[:1], sentences[1:65], sentences[65:321]]
     assert parity(model, vocab, path, batches) <= 1e-5

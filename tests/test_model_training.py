@@ -10,6 +10,7 @@ import torch
 
 from model_export.embeddings import build_vocab
 from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
+from model_export.model import TweetTagger
 from model_export.train import TrainConfig, load_training_sets, train
 from stream.settings import Settings
 
@@ -46,3 +47,30 @@ def test_short_training_run_lowers_the_loss(tmp_path: Path):
     feeds = vocab.encode([["hello", "world"]])
     outputs = result.model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
     assert len(outputs) == len(OUTPUT_NAMES)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
+    """embedding_lr_scale=0 keeps the FastText rows exactly; the tweet head's own table
+    (bow_dim) is what learns word polarities."""
+    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=2,
+                         evaluate_dev=False, embedding_lr_scale=0.0, bow_dim=8)
+    sets = load_training_sets(config)
+    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
+    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
+    result = train(config, (vocab, matrix, 0.0))
+    model = result.model
+    assert np.array_equal(model.word_embedding.weight.detach().numpy(), matrix)
+    assert model.bow_embedding is not None and model.bow_embedding.weight.shape[1] == 8
+    assert model.tweet_hidden.in_features == 2 * config.hidden + 8
+    rows = sorted({i for e in sets["sentiment"] for i in vocab.encode([e.tokens])["word_ids"][0]}
+                  - {0, 1})
+    weights = model.bow_embedding.weight.detach()
+    torch.manual_seed(config.seed)  # train() builds its model right after seeding
+    initial = TweetTagger(model.config).bow_embedding.weight.detach()
+    unused = sorted(set(range(2, len(vocab.words))) - set(rows))[:50]
+    assert torch.equal(initial[unused], weights[unused])  # the same starting table...
+    assert not torch.allclose(initial[rows], weights[rows])  # ...moved where tweets were read
+    assert float(weights[0].abs().sum()) == 0.0  # padding row stays zero
+    assert model.word_embedding.weight.grad is None  # frozen: never part of the optimiser
