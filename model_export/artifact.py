@@ -43,11 +43,18 @@ SERVING_CHOICE = (
     "WNUT17 'group'/'creative-work' and BTC 'ORG' each straddle several WNUT16 types). The "
     "WNUT16 head serves production: its types (company, product, sportsteam, musicartist, "
     "person, ...) are what reputation alerts are about; WNUT17/BTC heads train the shared "
-    "encoder and are evaluated on their own test sets; BTC spans also train the WNUT16 and "
-    "WNUT17 heads as partial labels (the set of tags each BTC tag allows, "
-    "model_export/label_transfer.py). The Mitchell-trained 'targets' head "
-    "finds opinion targets for the span+polarity evaluation."
+    "encoder and are evaluated on their own test sets.{transfer} The Mitchell-trained "
+    "'targets' head finds opinion targets for the span+polarity evaluation."
 )
+TRANSFER_NOTE = (
+    " BTC spans also train the WNUT16 and WNUT17 heads as partial labels (the set of tags "
+    "each BTC tag allows, model_export/label_transfer.py)."
+)
+
+
+def serving_choice(config: TrainConfig) -> str:
+    """The card's note on which head serves and what trains it."""
+    return SERVING_CHOICE.format(transfer=TRANSFER_NOTE if config.transfer_weight > 0 else "")
 
 
 def data_hashes(data_dir: Path) -> dict[str, str]:
@@ -95,7 +102,7 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
         "(ID-CNN) encoder -> NER heads (wnut16, wnut17, btc, targets), token entity "
         "sentiment, tweet sentiment",
         "serving_ner_head": SERVING_HEAD,
-        "serving_choice": SERVING_CHOICE,
+        "serving_choice": serving_choice(config),
         "heads": head_summary(),
         "model_config": result.model.config.to_dict(),
         "parameters": sum(p.numel() for p in result.model.parameters()),
