@@ -71,22 +71,23 @@ def format_speed(speeds: dict) -> str:
 @click.option("--time-budget-min", type=float, default=None,
               help="Stop after the epoch that passes this many minutes.")
 @click.option("--embedding-epochs", type=int, default=5, show_default=True)
-@click.option("--hidden", type=int, default=64, show_default=True, help="Encoder width.")
+@click.option("--hidden", type=int, default=96, show_default=True, help="Encoder width.")
 @click.option("--char-filters", type=int, default=16, show_default=True,
               help="Char-CNN filters.")
 @click.option("--char-dim", type=int, default=8, show_default=True,
               help="Character embedding size.")
 @click.option("--embedding-lr-scale", type=float, default=None,
-              help="Learning-rate factor of the word embeddings (0 freezes them).")
+              help="Learning-rate factor of the word embeddings (default 0: frozen).")
 @click.option("--hashtag-prob", type=float, default=None,
               help="Probability of rewriting a WNUT16 training mention as one hashtag.")
 @click.option("--transfer-weight", type=float, default=None,
-              help="Weight of BTC's partial labels for the WNUT16/WNUT17 heads (0: off).")
+              help="Weight of BTC's partial labels for the WNUT16/WNUT17 heads "
+              "(default 0.5; 0: off).")
 @click.option("--bow-dim", type=int, default=None,
-              help="Width of the tweet head's own bag-of-words table (default 0: the bag "
+              help="Width of the tweet head's own bag-of-words table (default 16; 0: the bag "
               "averages the shared word vectors).")
 @click.option("--max-words", type=int, default=None,
-              help="Vocabulary size (default 30000; above it the word table is stored fp16).")
+              help="Vocabulary size (default 60000; above 30000 the big tables are stored fp16).")
 @click.option("--train-with-dev", type=click.Choice(["wnut16", "wnut17", "btc", "none"]),
               multiple=True, default=None, help="NER corpus whose dev split joins its training "
               "data (repeatable; default: wnut16; 'none' keeps every dev split for scoring).")
