@@ -74,3 +74,58 @@ def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
     assert not torch.allclose(initial[rows], weights[rows])  # ...moved where tweets were read
     assert float(weights[0].abs().sum()) == 0.0  # padding row stays zero
     assert model.word_embedding.weight.grad is None  # frozen: never part of the optimiser
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_ensemble_trains_members_in_processes_and_averages_them(tmp_path: Path):
+    """Two members from seeds 13 and 14 share the frozen table; the ensemble's outputs are the
+    mean of theirs, and its ONNX export stores the table once and matches torch."""
+    from model_export.export import export_onnx, parity
+    from model_export.model import EnsembleTagger, build_model
+
+    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=2,
+                         evaluate_dev=False, embedding_lr_scale=0.0, bow_dim=8, members=2,
+                         hidden=32)
+    sets = load_training_sets(config)
+    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
+    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
+    result = train(config, (vocab, matrix, 0.0))
+    model = result.model
+    assert isinstance(model, EnsembleTagger) and model.config.members == 2
+    assert [m["seed"] for m in result.members] == [13, 14]
+    assert all(m["epochs_run"] == 2 for m in result.members)
+    first, second = model.members
+    assert first.word_embedding is second.word_embedding is model.word_embedding
+    assert np.array_equal(model.word_embedding.weight.detach().numpy(), matrix)
+    assert not torch.equal(first.project.weight, second.project.weight)  # different seeds
+    feeds = {k: torch.from_numpy(v) for k, v in vocab.encode(
+        [["Apple", "is", "bad"], ["hello", "world", "from", "Paris"]]).items()}
+    args = [feeds[n] for n in INPUT_NAMES]
+    with torch.no_grad():
+        mean = model(*args)
+        each = [first(*args), second(*args)]
+    for i, output in enumerate(mean):
+        torch.testing.assert_close(output, (each[0][i] + each[1][i]) / 2)
+    path = tmp_path / "ensemble.onnx"
+    sample = [["Apple", "is", "bad"], ["hello", "world"]]
+    export_onnx(model, vocab, path, sample)
+    assert parity(model, vocab, path, [sample, [["one"]]]) <= 1e-4
+    import onnx
+
+    tables = [i for i in onnx.load(str(path)).graph.initializer
+              if list(i.dims) == [len(vocab.words), 100]]
+    assert len(tables) == 1  # the word table is stored once for both members
+    rebuilt = build_model(model.config)
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(*args)[0], mean[0])
+
+
+def test_ensemble_refuses_members_with_different_word_tables():
+    from model_export.model import EnsembleTagger, ModelConfig
+
+    config = ModelConfig(n_words=20, n_chars=10, hidden=8)
+    with pytest.raises(ValueError, match="share frozen word vectors"):
+        EnsembleTagger([TweetTagger(config), TweetTagger(config)])
