@@ -98,11 +98,9 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
     card = {
         "version": f"{now:%Y%m%d}-{file_sha256(onnx_path)[:8]}",
         "created_at": now.isoformat(timespec="seconds"),
-        "architecture": ("mean of the logits of {n} networks sharing frozen word vectors, each "
-                         if result.model.config.members > 1 else "{n} network: ").format(
-            n=result.model.config.members) + "char-CNN + FastText-initialised word embeddings "
-        "-> dilated CNN (ID-CNN) encoder -> NER heads (wnut16, wnut17, btc, targets), token "
-        "entity sentiment, tweet sentiment",
+        "architecture": "char-CNN + FastText-initialised word embeddings -> dilated CNN "
+        "(ID-CNN) encoder -> NER heads (wnut16, wnut17, btc, targets), token entity "
+        "sentiment, tweet sentiment",
         "serving_ner_head": SERVING_HEAD,
         "serving_choice": serving_choice(config),
         "heads": head_summary(),
@@ -113,7 +111,6 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
         "training_wall_s": round(result.wall_s, 1),
         "embedding_coverage": round(result.embedding_coverage, 4),
         "epochs_run": len(result.history),
-        **({"members": result.members} if result.members else {}),
         "best_dev": result.best_dev,
         "calibration": {"what": "O-logit offset per NER head, chosen on its dev split and "
                         "folded into the head's O bias (model_export/calibrate.py)",

@@ -60,9 +60,7 @@ def flops_per_tweet(onnx_path: Path, mean_tokens: float, mean_chars: float) -> d
 
     graph = onnx.load(str(onnx_path)).graph
     weights = {i.name: numpy_helper.to_array(i).shape for i in graph.initializer}
-    # Every member of an ensemble has its own character table of the same width.
-    char_dim = next((shape[1] for name, shape in weights.items()
-                     if name.endswith("char_embedding.weight")), -1)
+    char_dim = weights.get("char_embedding.weight", (0, -1))[1]
     per_char = per_token = per_tweet = 0
     layers = []
     for node in graph.node:
@@ -145,8 +143,7 @@ def _torch_runner(model_dir: Path, threads: int):
 
 
 def load_torch_model(model_dir: Path):
-    """The torch network (one ``TweetTagger`` or an ensemble) with the weights of
-    ``model.onnx`` (the artifact ships no torch file).
+    """``TweetTagger`` with the weights of ``model.onnx`` (the artifact ships no torch file).
 
     Named initializers map to the state dict by name; the linear heads that the exporter
     turned into anonymous ``MatMul`` weights are found through the ``Add`` of their named bias.
@@ -155,7 +152,7 @@ def load_torch_model(model_dir: Path):
     import torch
     from onnx import numpy_helper
 
-    from model_export.model import ModelConfig, build_model
+    from model_export.model import ModelConfig, TweetTagger
 
     graph = onnx.load(str(model_dir / "model.onnx")).graph
     arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -169,13 +166,9 @@ def load_torch_model(model_dir: Path):
         words, word_dim = arrays["word_embedding.weight"].shape
         config = ModelConfig(n_words=words, n_chars=arrays["char_embedding.weight"].shape[0],
                              word_dim=word_dim, hidden=arrays["project.weight"].shape[0])
-    model = build_model(config)
+    model = TweetTagger(config)
     state = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()
              if k in model.state_dict()}
-    # An ensemble's members share one word table, stored once under one of its names.
-    table = next((state[k] for k in state if k.endswith("word_embedding.weight")), None)
-    if table is not None:
-        state |= {k: table for k in model.state_dict() if k.endswith("word_embedding.weight")}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:

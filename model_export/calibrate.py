@@ -19,7 +19,7 @@ import torch
 from model_export.corpus import mitchell_examples
 from model_export.evaluate import ner_scores
 from model_export.heads import HEAD_BY_NAME, INPUT_NAMES, NER_HEADS, OUTPUT_NAMES
-from model_export.model import Tagger, ner_head_layers
+from model_export.model import TweetTagger
 from model_export.readers import read_conll
 from stream.inference import LabelSpace
 from stream.textproc import Vocab
@@ -41,7 +41,7 @@ def dev_sentences(data_dir: Path, head_name: str,
     return [s.tokens for s in sentences], [s.tags for s in sentences]
 
 
-def model_outputs(model: Tagger, vocab: Vocab, token_lists: Sequence[Sequence[str]],
+def model_outputs(model: TweetTagger, vocab: Vocab, token_lists: Sequence[Sequence[str]],
                   batch_size: int = 256) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
     """Named raw outputs and lengths, batch by batch (computed once, decoded per offset)."""
     model.eval()
@@ -55,7 +55,7 @@ def model_outputs(model: Tagger, vocab: Vocab, token_lists: Sequence[Sequence[st
     return chunks
 
 
-def best_offset(model: Tagger, vocab: Vocab, labels: LabelSpace, head_name: str,
+def best_offset(model: TweetTagger, vocab: Vocab, labels: LabelSpace, head_name: str,
                 data_dir: Path, mitchell_folds: Sequence[int]) -> dict:
     """Dev F1 for each candidate offset of one head, and the best offset (ties: the smallest
     change)."""
@@ -77,7 +77,7 @@ def best_offset(model: Tagger, vocab: Vocab, labels: LabelSpace, head_name: str,
             "sweep": scores}
 
 
-def calibrate_heads(model: Tagger, vocab: Vocab, labels: LabelSpace, data_dir: Path,
+def calibrate_heads(model: TweetTagger, vocab: Vocab, labels: LabelSpace, data_dir: Path,
                     mitchell_folds: Sequence[int],
                     skip: Sequence[str] = ()) -> dict[str, dict]:
     """Choose each NER head's O offset on its dev split and fold it into the model; heads in
@@ -88,8 +88,7 @@ def calibrate_heads(model: Tagger, vocab: Vocab, labels: LabelSpace, data_dir: P
             continue
         found = best_offset(model, vocab, labels, head.name, data_dir, mitchell_folds)
         with torch.no_grad():
-            for layer in ner_head_layers(model, index):  # the mean logit moves by the offset
-                layer.bias[0] -= found["offset"]
+            model.ner_heads[index].bias[0] -= found["offset"]
         log.info("calibrated %s: O offset %.2f, dev F1 %.1f -> %.1f", head.name,
                  found["offset"], found["dev_f1_before"], found["dev_f1_after"])
         report[head.name] = found

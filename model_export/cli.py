@@ -66,11 +66,7 @@ def format_speed(speeds: dict) -> str:
 @click.option("--epochs", type=int, default=16, show_default=True, help="Most epochs.")
 @click.option("--patience", type=int, default=4, show_default=True,
               help="Epochs without dev improvement before stopping.")
-@click.option("--seed", type=int, default=13, show_default=True,
-              help="Seed of the (first) network; ensemble members use seed, seed + 1, ...")
-@click.option("--members", type=click.IntRange(1, 8), default=None,
-              help="Networks trained at once in parallel processes on the same frozen word "
-              "vectors and averaged into one ONNX graph (default 1).")
+@click.option("--seed", type=int, default=13, show_default=True, help="Seed of the network.")
 @click.option("--embedding-seed", type=int, default=13, show_default=True,
               help="Seed of the FastText vectors.")
 @click.option("--limit", type=int, default=None, help="Examples per training set (smoke runs).")
@@ -101,8 +97,8 @@ def format_speed(speeds: dict) -> str:
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")
 def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, epochs: int,
-                  patience: int, seed: int, members: int | None, embedding_seed: int,
-                  limit: int | None, time_budget_min: float | None,
+                  patience: int, seed: int, embedding_seed: int, limit: int | None,
+                  time_budget_min: float | None,
                   embedding_epochs: int, hidden: int, char_filters: int, char_dim: int,
                   embedding_lr_scale: float | None, hashtag_prob: float | None,
                   transfer_weight: float | None, bow_dim: int | None,
@@ -128,15 +124,14 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
         **{name: value for name, value in (
             ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
             ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
-            ("max_words", max_words), ("members", members),
+            ("max_words", max_words),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},
     )
     result = train(config)
     card = write_artifact(result, config, out_dir or settings.model_dir)
-    click.echo(f"trained in {result.wall_s / 60:.1f} min ({len(result.history)} epochs"
-               + (f" over {len(result.members)} members)" if result.members else ")"))
+    click.echo(f"trained in {result.wall_s / 60:.1f} min ({len(result.history)} epochs)")
     click.echo(format_table(card["metrics"], card["mitchell_folds_evaluated"]))
     click.echo(format_speed(card["throughput_tweets_per_s"]))
 

@@ -9,7 +9,7 @@ scores alone or in any batch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -37,8 +37,6 @@ class ModelConfig:
     # unseen entities must keep their FastText neighbourhood, while sentiment still learns
     # word polarities.
     bow_dim: int = 0
-    # Networks of this shape whose outputs are averaged (see EnsembleTagger); 1: one network.
-    members: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,16 +86,10 @@ class TweetTagger(nn.Module):
     def forward(
         self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        return self.from_words(self.word_embedding(word_ids), word_ids, char_ids, lengths)
-
-    def from_words(
-        self, words: torch.Tensor, word_ids: torch.Tensor, char_ids: torch.Tensor,
-        lengths: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        """The outputs from already looked-up word vectors (an ensemble looks them up once)."""
         steps = word_ids.shape[1]
         mask = torch.arange(steps, device=word_ids.device).unsqueeze(0) < lengths.unsqueeze(1)
         maskf = mask.unsqueeze(1).to(torch.float32)  # [B,1,T]
+        words = self.word_embedding(word_ids)
         features = torch.cat([words, self.encode_chars(char_ids)], -1)
         hidden = torch.relu(self.project(self.dropout(features).transpose(1, 2))) * maskf
         for block in self.blocks:
@@ -117,53 +109,3 @@ class TweetTagger(nn.Module):
             tweet_in = torch.cat([pooled, self.dropout(bag)], dim=1)
         tweet = self.tweet_out(self.dropout(torch.relu(self.tweet_hidden(tweet_in))))
         return (*ner, entity, tweet)
-
-
-class EnsembleTagger(nn.Module):
-    """Networks trained from different seeds on the same frozen word vectors; the outputs are
-    the mean of their logits.
-
-    Single runs of one recipe differ by up to 3 F1 points on WNUT16 test (seed noise), so the
-    mean of several is both better and steadier than any one. The frozen word table, most of
-    the weights, is stored and looked up once for all members.
-    """
-
-    def __init__(self, members: list[TweetTagger]) -> None:
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one member")
-        shared = members[0].word_embedding
-        for member in members[1:]:
-            if not torch.equal(member.word_embedding.weight, shared.weight):
-                raise ValueError("ensemble members must share frozen word vectors "
-                                 "(train them with embedding_lr_scale 0 and one embedding seed)")
-            member.word_embedding = shared
-        self.word_embedding = shared
-        self.members = nn.ModuleList(members)
-        self.config = replace(members[0].config, members=len(members))
-
-    def forward(
-        self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
-        words = self.word_embedding(word_ids)
-        outputs = [m.from_words(words, word_ids, char_ids, lengths) for m in self.members]
-        return tuple(torch.stack(parts).mean(dim=0) for parts in zip(*outputs, strict=True))
-
-
-Tagger = TweetTagger | EnsembleTagger
-
-
-def build_model(config: ModelConfig) -> Tagger:
-    """A fresh network of this shape: one tagger, or an ensemble of ``config.members``."""
-    if config.members <= 1:
-        return TweetTagger(config)
-    members = [TweetTagger(replace(config, members=1)) for _ in range(config.members)]
-    for member in members[1:]:
-        member.word_embedding = members[0].word_embedding  # one table, filled by load_state_dict
-    return EnsembleTagger(members)
-
-
-def ner_head_layers(model: Tagger, index: int) -> list[nn.Linear]:
-    """The linear layers behind NER output ``index`` (one per member)."""
-    members = model.members if isinstance(model, EnsembleTagger) else [model]
-    return [member.ner_heads[index] for member in members]

@@ -9,14 +9,12 @@ committed artifact.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import random
 import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +49,7 @@ from model_export.heads import (
     labels_document,
 )
 from model_export.label_transfer import allowed_matrix, transfer_pairs
-from model_export.model import EnsembleTagger, ModelConfig, Tagger, TweetTagger
+from model_export.model import ModelConfig, TweetTagger
 from model_export.readers import read_lines
 from stream.inference import LabelSpace, TokenAnalysis
 from stream.textproc import Vocab, tokenize
@@ -67,12 +65,10 @@ class TrainConfig:
     data_dir: Path
     work_dir: Path = Path("runs")
     seed: int = 13
-    # Seed of the FastText vectors (and of the unknown-word row): one for every member of an
-    # ensemble, which shares the frozen table.
+    # Seed of the FastText vectors (and of the unknown-word row), apart from the network's,
+    # so experiments can hold cached vectors fixed while the network seed changes, or vary
+    # both (gensim's two worker threads make fresh vectors differ slightly anyway).
     embedding_seed: int = 13
-    # Networks trained in parallel processes from seeds seed, seed + 1, ... on the same frozen
-    # vectors; the artifact averages their logits (model_export.model.EnsembleTagger).
-    members: int = 1
     # 60,000 words (every word seen twice or more is 72,764): entity tokens of WNUT16 test
     # in the vocabulary 79% -> 83%; stored fp16 to stay under the artifact limit.
     max_words: int = 60_000
@@ -139,7 +135,7 @@ class TrainConfig:
 class TrainResult:
     """The trained network, its vocabulary and what happened while training."""
 
-    model: Tagger
+    model: TweetTagger
     vocab: Vocab
     history: list[dict]
     best_dev: dict
@@ -147,7 +143,6 @@ class TrainResult:
     wall_s: float
     losses: list[float]
     calibration: dict = field(default_factory=dict)
-    members: list[dict] = field(default_factory=list)  # per member of an ensemble
 
 
 def seed_everything(seed: int) -> None:
@@ -351,7 +346,7 @@ class MultiTaskLoss:
         return total
 
 
-def torch_predictor(model: Tagger, vocab: Vocab, labels: LabelSpace, batch_size: int = 256):
+def torch_predictor(model: TweetTagger, vocab: Vocab, labels: LabelSpace, batch_size: int = 256):
     """A predictor (see model_export.evaluate) running the torch model with runtime decoding."""
 
     def predict(token_lists: Sequence[Sequence[str]],
@@ -386,32 +381,18 @@ def prepare_vocab(config: TrainConfig) -> tuple[Vocab, np.ndarray, float]:
     return vocab, matrix, coverage
 
 
-def model_config(config: TrainConfig, vocab: Vocab) -> ModelConfig:
-    """The network shape of one member."""
-    return ModelConfig(
-        n_words=len(vocab.words), n_chars=len(vocab.chars), word_dim=config.word_dim,
-        char_dim=config.char_dim, char_filters=config.char_filters, hidden=config.hidden,
-        dilations=config.dilations, dropout=config.dropout, tweet_bow=config.tweet_bow,
-        bow_dim=config.bow_dim)
-
-
 def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
-    """Train one network, or an ensemble of ``config.members`` (then calibrate the NER heads
-    on their dev splits); returns the best model."""
-    if config.members > 1:
-        return train_ensemble(config, vocab_and_vectors)
-    return train_single(config, vocab_and_vectors, calibrate=True)
-
-
-def train_single(config: TrainConfig, vocab_and_vectors=None, calibrate: bool = True,
-                 position: int | None = None) -> TrainResult:
-    """Train one network with early stopping on the mean dev score; returns its best state."""
+    """Train with early stopping on the mean dev score; returns the best model."""
     started = time.monotonic()
     seed_everything(config.seed)
     rng = random.Random(config.seed)
     vocab, matrix, coverage = vocab_and_vectors or prepare_vocab(config)
     sets = load_training_sets(config)
-    model = TweetTagger(model_config(config, vocab))
+    model = TweetTagger(ModelConfig(
+        n_words=len(vocab.words), n_chars=len(vocab.chars), word_dim=config.word_dim,
+        char_dim=config.char_dim, char_filters=config.char_filters, hidden=config.hidden,
+        dilations=config.dilations, dropout=config.dropout, tweet_bow=config.tweet_bow,
+        bow_dim=config.bow_dim))
     with torch.no_grad():
         model.word_embedding.weight.copy_(torch.from_numpy(matrix))
     embedding = model.word_embedding.weight
@@ -433,8 +414,7 @@ def train_single(config: TrainConfig, vocab_and_vectors=None, calibrate: bool = 
         model.train()
         batches = epoch_batches(sets, config, rng)
         running = 0.0
-        name = f"epoch {epoch}" if position is None else f"seed {config.seed} epoch {epoch}"
-        bar = tqdm(batches, desc=name, unit="batch", position=position)
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch")
         for step, batch in enumerate(bar, start=1):
             feeds = tensors(batch, vocab, config, rng, train=True)
             outputs = model(*(feeds[n] for n in INPUT_NAMES))
@@ -456,8 +436,8 @@ def train_single(config: TrainConfig, vocab_and_vectors=None, calibrate: bool = 
         scheduler.step(score)
         history.append({"epoch": epoch, "train_loss": round(running / max(1, len(batches)), 4),
                         "dev_objective": round(score, 2), "dev": dev})
-        log.info("seed %d epoch %d loss %.3f dev %.2f (wnut16 %.1f wnut17 %.1f btc %.1f 4A %.3f "
-                 "mitchell %.1f)", config.seed, epoch, running / max(1, len(batches)), score,
+        log.info("epoch %d loss %.3f dev %.2f (wnut16 %.1f wnut17 %.1f btc %.1f 4A %.3f "
+                 "mitchell %.1f)", epoch, running / max(1, len(batches)), score,
                  dev["wnut16"]["f1"], dev["wnut17"]["f1"], dev["btc"]["f1"],
                  dev["semeval2017_4a"]["macro_recall"], dev["mitchell2013"]["f1"])
         if score > best_score:
@@ -474,59 +454,9 @@ def train_single(config: TrainConfig, vocab_and_vectors=None, calibrate: bool = 
     model.eval()
     calibration = (calibrate_heads(model, vocab, labels, config.data_dir, config.mitchell_folds,
                                    skip=config.train_with_dev)
-                   if config.evaluate_dev and calibrate else {})
+                   if config.evaluate_dev else {})
     return TrainResult(model, vocab, history, best_dev, coverage,
                        time.monotonic() - started, losses, calibration)
-
-
-def _train_member(job: tuple[TrainConfig, int, tuple]) -> dict:
-    """One ensemble member in a worker process (picklable in, picklable out)."""
-    config, position, vocab_and_vectors = job
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    result = train_single(config, vocab_and_vectors, calibrate=False, position=position)
-    return {"state": result.model.state_dict(), "history": result.history,
-            "best_dev": result.best_dev, "wall_s": result.wall_s, "losses": result.losses}
-
-
-def train_ensemble(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
-    """Train ``config.members`` networks at once, one process each (one torch thread each),
-    on the same frozen word vectors, then average them and calibrate the average."""
-    if config.embedding_lr_scale > 0:
-        raise ValueError("ensemble members share one frozen word table: use "
-                         "--embedding-lr-scale 0 with --members > 1")
-    started = time.monotonic()
-    vocab, matrix, coverage = vocab_and_vectors or prepare_vocab(config)
-    jobs = [(replace(config, seed=config.seed + i, members=1), i, (vocab, matrix, coverage))
-            for i in range(config.members)]
-    log.info("training %d members (seeds %s) in parallel processes", config.members,
-             ", ".join(str(job[0].seed) for job in jobs))
-    with ProcessPoolExecutor(max_workers=config.members,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        trained = list(pool.map(_train_member, jobs))
-    members = []
-    for (member_config, _, _), out in zip(jobs, trained, strict=True):
-        member = TweetTagger(model_config(member_config, vocab))
-        member.load_state_dict(out["state"])
-        members.append(member)
-    model = EnsembleTagger(members).eval()
-    labels = LabelSpace(labels_document())
-    dev = (evaluate(torch_predictor(model, vocab, labels), config.data_dir, "dev",
-                    config.mitchell_folds) if config.evaluate_dev else {})
-    calibration = (calibrate_heads(model, vocab, labels, config.data_dir, config.mitchell_folds,
-                                   skip=config.train_with_dev)
-                   if config.evaluate_dev else {})
-    summary = [{"seed": job[0].seed, "epochs_run": len(out["history"]),
-                "wall_s": round(out["wall_s"], 1),
-                "best_dev_objective": (round(dev_objective(out["best_dev"],
-                                                           exclude=config.train_with_dev), 2)
-                                       if out["best_dev"] else None),
-                "best_dev": out["best_dev"]}
-               for job, out in zip(jobs, trained, strict=True)]
-    history = [{"seed": job[0].seed, **h} for job, out in zip(jobs, trained, strict=True)
-               for h in out["history"]]
-    return TrainResult(model, vocab, history, dev, coverage, time.monotonic() - started,
-                       trained[0]["losses"], calibration, summary)
 
 
 def head_summary() -> dict:

@@ -51,13 +51,12 @@ def test_flops_count_matches_the_layers() -> None:
     labels = json.loads((MODEL_DIR / "labels.json").read_text())
     tags = sum(len(head["tags"]) for head in labels["ner_heads"].values())
     counted = flops_per_tweet(MODEL_DIR / "model.onnx", mean_tokens=10.0, mean_chars=40.0)
-    members = cfg.get("members", 1)  # an ensemble runs every layer once per member
-    per_token = 2 * members * (h * (w + f) + len(cfg["dilations"]) * h * h * 3 + h * (tags + 3))
+    per_token = 2 * (h * (w + f) + len(cfg["dilations"]) * h * h * 3 + h * (tags + 3))
     assert counted["per_token"] == per_token
-    assert counted["per_char"] == 2 * members * f * c * 3
+    assert counted["per_char"] == 2 * f * c * 3
     bag = (cfg.get("bow_dim") or w) if cfg.get("tweet_bow") else 0
     tweet_in = 2 * h + bag  # pooled states (+ mean word vector)
-    assert counted["per_tweet"] == 2 * members * (3 * 2 * h + 64 * tweet_in + 3 * 64)
+    assert counted["per_tweet"] == 2 * (3 * 2 * h + 64 * tweet_in + 3 * 64)
     assert counted["flops_per_tweet"] == pytest.approx(
         10 * per_token + 40 * counted["per_char"] + counted["per_tweet"])
     tokens, chars = text_shape(["Apple stock is up!", "hello"])
