@@ -11,7 +11,7 @@ import torch
 from model_export.calibrate import OFFSETS, best_offset, calibrate_heads
 from model_export.corpus import Example, ner_examples
 from model_export.embeddings import build_vocab
-from model_export.evaluate import dev_objective, score_mitchell
+from model_export.evaluate import dev_objective, ner_scores, score_mitchell
 from model_export.heads import HEAD_BY_NAME, NER_HEADS, labels_document
 from model_export.model import ModelConfig, TweetTagger
 from model_export.train import TrainConfig, hashtag_entities, load_training_sets, torch_predictor
@@ -54,6 +54,16 @@ def test_dev_objective_leaves_out_corpora_trained_on_their_dev_split():
            "semeval2017_4a": {"macro_recall": 0.6}, "mitchell2013": {"f1": 50.0}}
     assert dev_objective(dev) == pytest.approx(58.0)
     assert dev_objective(dev, exclude=("wnut16",)) == pytest.approx(50.0)
+
+
+def test_ner_scores_separate_finding_a_span_from_typing_it():
+    gold = [["B-company", "I-company", "O", "B-person"], ["B-geo-loc", "O"]]
+    pred = [["B-other", "I-other", "O", "B-person"], ["O", "B-person"]]
+    scores = ner_scores(gold, pred)
+    assert (scores["precision"], scores["recall"]) == (33.3, 33.3)  # 1 of 3 either way
+    assert scores["f1"] == 33.3
+    assert scores["span_f1"] == 66.7  # the company span is found, only its type is wrong
+    assert scores["per_type"]["person"] == 66.7
 
 
 def test_entity_spans_become_hashtags_of_the_same_type():
