@@ -78,13 +78,14 @@ def format_speed(speeds: dict) -> str:
 @click.option("--epochs", type=int, default=16, show_default=True, help="Most epochs.")
 @click.option("--patience", type=int, default=4, show_default=True,
               help="Epochs without dev improvement before stopping.")
-@click.option("--seed", type=int, default=13, show_default=True, help="Seed of the network.")
-@click.option("--embedding-seed", type=int, default=13, show_default=True,
+@click.option("--seed", type=int, default=15, show_default=True, help="Seed of the network.")
+@click.option("--embedding-seed", type=int, default=15, show_default=True,
               help="Seed of the FastText vectors.")
 @click.option("--limit", type=int, default=None, help="Examples per training set (smoke runs).")
 @click.option("--time-budget-min", type=float, default=None,
               help="Stop after the epoch that passes this many minutes.")
-@click.option("--embedding-epochs", type=int, default=5, show_default=True)
+@click.option("--embedding-epochs", type=int, default=20, show_default=True,
+              help="FastText passes over the unlabeled and training tweets.")
 @click.option("--hidden", type=int, default=96, show_default=True, help="Encoder width.")
 @click.option("--char-filters", type=int, default=16, show_default=True,
               help="Char-CNN filters.")
