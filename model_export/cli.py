@@ -55,6 +55,12 @@ def format_table(metrics: dict, folds: list[int]) -> str:
             values = " | ".join(f"{metrics[v][corpus]['per_type'].get(kind, 0.0)}"
                                 for v in variants)
             lines.append(f"| {title} test | F1 {kind} | {values} |")
+    for corpus, title in (("wnut16", "WNUT16"), ("wnut17", "WNUT17")):
+        confusions = metrics[variants[0]][corpus].get("type_confusions")
+        if confusions:
+            top = ", ".join(f"{pair} {n}" for pair, n in list(confusions.items())[:6])
+            lines.append(f"\n{title} test ({variants[0]}), spans found with the wrong type "
+                         f"(gold -> predicted): {top}")
     return "\n".join(lines)
 
 

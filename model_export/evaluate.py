@@ -8,6 +8,7 @@ model during training (dev scores for early stopping). Both go through the same 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -43,6 +44,19 @@ def untyped(tags: list[list[str]]) -> list[list[str]]:
     return [[tag if tag == "O" else tag[:2] + "ENT" for tag in row] for row in tags]
 
 
+def type_confusions(gold: list[list[str]], pred: list[list[str]]) -> dict[str, int]:
+    """``"gold -> predicted"`` counts of spans found with exact boundaries but the wrong type,
+    most frequent first: which types the model cannot tell apart."""
+    counts: Counter[str] = Counter()
+    for gold_tags, pred_tags in zip(gold, pred, strict=True):
+        found = {(start, end): kind for start, end, kind in bio_spans(pred_tags)}
+        for start, end, kind in bio_spans(gold_tags):
+            other = found.get((start, end))
+            if other is not None and other != kind:
+                counts[f"{kind} -> {other}"] += 1
+    return dict(counts.most_common())
+
+
 def ner_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
     """Entity-level exact-match micro F1 (seqeval, strict IOB2) overall and per type, with
     precision and recall, and the F1 of the spans alone (types ignored), all in %: the gap
@@ -60,7 +74,7 @@ def ner_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
             "precision": round(100 * float(report["micro avg"]["precision"]), 1),
             "recall": round(100 * float(report["micro avg"]["recall"]), 1),
             "span_f1": round(100 * f1_score(untyped(gold), untyped(pred), **strict), 1),
-            "per_type": per_type}
+            "per_type": per_type, "type_confusions": type_confusions(gold, pred)}
 
 
 def classification_scores(gold: Sequence[int], pred: Sequence[int], classes: Sequence[int]) -> dict:

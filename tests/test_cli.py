@@ -152,3 +152,24 @@ def test_demo_runs_end_to_end() -> None:
     assert out.count("negative ") >= min(negatives, 25)
     assert "reputation history: most-mentioned entities" in out
     assert "tweetwatch history '" in out
+
+
+@pytest.mark.slow
+def test_eval_prints_the_test_table_of_the_committed_artifact(tmp_path: Path):
+    """`tweetwatch eval` scores the committed ONNX models on every test set and prints the
+    table the README shows, span F1 without types and the type confusions included; it leaves
+    the card alone unless asked."""
+    model_dir = Settings().model_dir
+    card = (model_dir / "model_card.json").read_text()
+    env = {"TWEETWATCH_DATA_DIR": str(Settings().data_dir)}
+    proc = tweetwatch("eval", "--no-speed", "--model-dir", str(model_dir), env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line
+            for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert rows[("test set", "metric")].rstrip().endswith("| fp32 | int8 |")
+    f1 = float(rows[("WNUT16 test", "entity micro F1")].split("|")[3])
+    span = float(rows[("WNUT16 test", "span F1, types ignored")].split("|")[3])
+    assert 0 < f1 <= span <= 100  # typing can only lose spans
+    assert ("SemEval-2017 4A test", "macro recall") in rows
+    assert "WNUT16 test (fp32), spans found with the wrong type (gold -> predicted):" in proc.stdout
+    assert (model_dir / "model_card.json").read_text() == card

@@ -64,6 +64,7 @@ def test_ner_scores_separate_finding_a_span_from_typing_it():
     assert scores["f1"] == 33.3
     assert scores["span_f1"] == 66.7  # the company span is found, only its type is wrong
     assert scores["per_type"]["person"] == 66.7
+    assert scores["type_confusions"] == {"company -> other": 1}  # geo-loc/person differ in span
 
 
 def test_entity_spans_become_hashtags_of_the_same_type():
