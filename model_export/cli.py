@@ -14,21 +14,15 @@ import click
 
 from stream.settings import get_settings
 
-
-def _pr(scores: dict) -> str:
-    """``precision / recall`` of an NER score (cards written before they were kept: ``-``)."""
-    if "precision" not in scores:
-        return "-"
-    return f"{scores['precision']} / {scores['recall']}"
-
-
 EVAL_ROWS = (
     ("WNUT16 test", "entity micro F1", lambda m: m["wnut16"]["f1"]),
-    ("WNUT16 test", "precision / recall", lambda m: _pr(m["wnut16"])),
-    ("WNUT16 test", "span F1, types ignored", lambda m: m["wnut16"].get("span_f1", "-")),
+    ("WNUT16 test", "precision / recall",
+     lambda m: f"{m['wnut16']['precision']} / {m['wnut16']['recall']}"),
+    ("WNUT16 test", "span F1, types ignored", lambda m: m["wnut16"]["span_f1"]),
     ("WNUT17 test", "entity micro F1", lambda m: m["wnut17"]["f1"]),
-    ("WNUT17 test", "precision / recall", lambda m: _pr(m["wnut17"])),
-    ("WNUT17 test", "span F1, types ignored", lambda m: m["wnut17"].get("span_f1", "-")),
+    ("WNUT17 test", "precision / recall",
+     lambda m: f"{m['wnut17']['precision']} / {m['wnut17']['recall']}"),
+    ("WNUT17 test", "span F1, types ignored", lambda m: m["wnut17"]["span_f1"]),
     ("BTC test", "entity micro F1", lambda m: m["btc"]["f1"]),
     ("SemEval-2017 4A test", "macro recall", lambda m: m["semeval2017_4a"]["macro_recall"]),
     ("SemEval-2017 4A test", "macro F1", lambda m: m["semeval2017_4a"]["macro_f1"]),
@@ -56,7 +50,7 @@ def format_table(metrics: dict, folds: list[int]) -> str:
                                 for v in variants)
             lines.append(f"| {title} test | F1 {kind} | {values} |")
     for corpus, title in (("wnut16", "WNUT16"), ("wnut17", "WNUT17")):
-        confusions = metrics[variants[0]][corpus].get("type_confusions")
+        confusions = metrics[variants[0]][corpus]["type_confusions"]
         if confusions:
             top = ", ".join(f"{pair} {n}" for pair, n in list(confusions.items())[:6])
             lines.append(f"\n{title} test ({variants[0]}), spans found with the wrong type "

@@ -155,7 +155,7 @@ def test_demo_runs_end_to_end() -> None:
 
 
 @pytest.mark.slow
-def test_eval_prints_the_test_table_of_the_committed_artifact(tmp_path: Path):
+def test_eval_prints_the_test_table_of_the_committed_artifact() -> None:
     """`tweetwatch eval` scores the committed ONNX models on every test set and prints the
     table the README shows, span F1 without types and the type confusions included; it leaves
     the card alone unless asked."""
