@@ -115,3 +115,19 @@ def test_calibration_folds_the_best_offset_into_the_o_bias(untrained, data_dir: 
     predict = torch_predictor(model, vocab, labels)
     assert score_mitchell(predict, data_dir, 1, "dev")["span_f1"] == pytest.approx(
         report["targets"]["dev_f1_after"])
+
+
+def test_train_command_defaults_are_the_recipe_defaults():
+    """`tweetwatch train` with no options must train the TrainConfig recipe (the committed
+    artifact's), so every option default the CLI spells out equals the config's."""
+    from dataclasses import fields
+
+    from model_export.cli import train_command
+
+    config = TrainConfig(data_dir=Path("."))
+    names = {f.name for f in fields(TrainConfig)}
+    spelled = {p.name: p.default for p in train_command.params
+               if p.name in names and p.default is not None}
+    assert {"seed", "embedding_seed", "embedding_epochs", "hidden"} <= set(spelled)
+    for name, default in spelled.items():
+        assert default == getattr(config, name), name
