@@ -37,6 +37,9 @@ class ModelConfig:
     # unseen entities must keep their FastText neighbourhood, while sentiment still learns
     # word polarities.
     bow_dim: int = 0
+    # The NER heads also read the tweet's pooled states (mean + max): what the whole tweet is
+    # about (music, sport, travel) is evidence for a mention's type beyond its 15-token window.
+    ner_context: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +64,9 @@ class TweetTagger(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
         self.ner_heads = nn.ModuleList(nn.Linear(config.hidden, len(h.tags)) for h in NER_HEADS)
+        self.ner_context = (nn.ModuleList(nn.Linear(2 * config.hidden, len(h.tags))
+                                          for h in NER_HEADS)
+                            if config.ner_context else None)
         self.entity_token = nn.Linear(config.hidden, 3)
         self.entity_context = nn.Linear(2 * config.hidden, 3)
         self.bow_embedding = (nn.Embedding(config.n_words, config.bow_dim, padding_idx=0)
@@ -101,6 +107,9 @@ class TweetTagger(nn.Module):
         peak = torch.where(lengths.unsqueeze(1) > 0, peak, torch.zeros_like(peak))
         pooled = self.dropout(torch.cat([mean, peak], dim=1))  # [B,2H]
         ner = tuple(head(tokens) for head in self.ner_heads)
+        if self.ner_context is not None:
+            ner = tuple(logits + context(pooled).unsqueeze(1)
+                        for logits, context in zip(ner, self.ner_context, strict=True))
         entity = self.entity_token(tokens) + self.entity_context(pooled).unsqueeze(1)
         tweet_in = pooled
         if self.config.tweet_bow:

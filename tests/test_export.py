@@ -112,3 +112,29 @@ def test_fp16_tables_halve_them_and_keep_parity(sentences: list[list[str]], tmp_
     assert tables["char_embedding.weight"] == onnx.TensorProto.FLOAT
     batches = [sentences[:1], sentences[1:65], sentences[65:321]]
     assert parity(model, vocab, path, batches) <= 1e-5
+
+
+def test_tweet_context_in_the_ner_heads_exports_and_ignores_padding(
+        sentences: list[list[str]], tmp_path: Path):
+    torch.manual_seed(2)
+    vocab = build_vocab(sentences[:500], max_words=3000)
+    model = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars),
+                                    tweet_bow=True, ner_context=True))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    model.eval()
+    path = tmp_path / "model.onnx"
+    export_onnx(model, vocab, path, sentences[:8])
+    assert parity(model, vocab, path, [sentences[:1], sentences[1:65]]) <= 1e-4
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    short, long_one = sentences[3][:5], max(sentences[:200], key=len)
+    alone = session.run(None, vocab.encode([short]))[0]
+    padded = session.run(None, vocab.encode([short, long_one]))[0]
+    np.testing.assert_allclose(alone[0], padded[0][: len(short)], atol=1e-5)
+    # The tweet's context reaches every token: changing a far-away word moves the first
+    # token's NER logits, which three dilated convolutions alone (15 tokens) could not do.
+    far = long_one[:1] + ["x"] * 30 + ["Obama"]
+    other = long_one[:1] + ["x"] * 30 + ["pizza"]
+    first = session.run(None, vocab.encode([far, other]))[0][:, 0]
+    assert np.abs(first[0] - first[1]).max() > 1e-4
