@@ -110,6 +110,9 @@ def format_speed(speeds: dict) -> str:
               help="Weigh entity tags by inverse-sqrt type frequency (default: off).")
 @click.option("--ner-context/--no-ner-context", default=None,
               help="NER heads also read the tweet's pooled states (default: off).")
+@click.option("--entity-tweet/--no-entity-tweet", default=None,
+              help="Entity-sentiment head also reads the tweet head's hidden layer "
+              "(default: off).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")
@@ -122,7 +125,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   max_words: int | None,
                   train_with_dev: tuple[str, ...] | None,
                   ner_class_weights: bool | None, ner_context: bool | None,
-                  threads: int) -> None:
+                  entity_tweet: bool | None, threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
@@ -143,7 +146,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
             ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
             ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
             ("max_words", max_words), ("ner_class_weights", ner_class_weights),
-            ("ner_context", ner_context),
+            ("ner_context", ner_context), ("entity_tweet", entity_tweet),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},

@@ -40,6 +40,10 @@ class ModelConfig:
     # The NER heads also read the tweet's pooled states (mean + max): what the whole tweet is
     # about (music, sport, travel) is evidence for a mention's type beyond its 15-token window.
     ner_context: bool = False
+    # The entity-sentiment head also reads the tweet head's hidden layer, which sees the
+    # bag-of-words polarities learnt on 48k SemEval tweets: most Mitchell tweets have one
+    # target, whose polarity is the tweet's.
+    entity_tweet: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +83,7 @@ class TweetTagger(nn.Module):
         tweet_in = 2 * config.hidden + bow_width
         self.tweet_hidden = nn.Linear(tweet_in, 64)
         self.tweet_out = nn.Linear(64, 3)
+        self.entity_tweet = nn.Linear(64, 3) if config.entity_tweet else None
 
     def encode_chars(self, char_ids: torch.Tensor) -> torch.Tensor:
         """[B,T,C] char ids -> [B,T,F] max-pooled char-CNN features (padding chars masked)."""
@@ -116,5 +121,8 @@ class TweetTagger(nn.Module):
             bag_words = words if self.bow_embedding is None else self.bow_embedding(word_ids)
             bag = (bag_words * maskf.transpose(1, 2)).sum(dim=1) / count  # [B,D]
             tweet_in = torch.cat([pooled, self.dropout(bag)], dim=1)
-        tweet = self.tweet_out(self.dropout(torch.relu(self.tweet_hidden(tweet_in))))
+        tweet_state = self.dropout(torch.relu(self.tweet_hidden(tweet_in)))
+        tweet = self.tweet_out(tweet_state)
+        if self.entity_tweet is not None:
+            entity = entity + self.entity_tweet(tweet_state).unsqueeze(1)
         return (*ner, entity, tweet)

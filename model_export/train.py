@@ -98,6 +98,7 @@ class TrainConfig:
     # person's 620 and score near 0 on test when every type weighs the same.
     ner_class_weights: bool = False
     ner_context: bool = False  # ModelConfig.ner_context
+    entity_tweet: bool = False  # ModelConfig.entity_tweet
     lowercase_prob: float = 0.2
     # Probability that an entity span of these heads' examples is rewritten as one hashtag
     # ("Boyle Heights" -> "#BoyleHeights", same type): WNUT16 train annotates 9 hashtags as
@@ -420,7 +421,8 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
         n_words=len(vocab.words), n_chars=len(vocab.chars), word_dim=config.word_dim,
         char_dim=config.char_dim, char_filters=config.char_filters, hidden=config.hidden,
         dilations=config.dilations, dropout=config.dropout, tweet_bow=config.tweet_bow,
-        bow_dim=config.bow_dim, ner_context=config.ner_context))
+        bow_dim=config.bow_dim, ner_context=config.ner_context,
+        entity_tweet=config.entity_tweet))
     with torch.no_grad():
         model.word_embedding.weight.copy_(torch.from_numpy(matrix))
     embedding = model.word_embedding.weight
