@@ -106,10 +106,6 @@ def format_speed(speeds: dict) -> str:
 @click.option("--train-with-dev", type=click.Choice(["wnut16", "wnut17", "btc", "none"]),
               multiple=True, default=None, help="NER corpus whose dev split joins its training "
               "data (repeatable; default: wnut16; 'none' keeps every dev split for scoring).")
-@click.option("--ner-class-weights/--no-ner-class-weights", default=None,
-              help="Weigh entity tags by inverse-sqrt type frequency (default: off).")
-@click.option("--ner-context/--no-ner-context", default=None,
-              help="NER heads also read the tweet's pooled states (default: off).")
 @click.option("--entity-tweet/--no-entity-tweet", default=None,
               help="Entity-sentiment head also reads the tweet head's hidden layer "
               "(default: off).")
@@ -124,7 +120,6 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   transfer_weight: float | None, bow_dim: int | None,
                   max_words: int | None,
                   train_with_dev: tuple[str, ...] | None,
-                  ner_class_weights: bool | None, ner_context: bool | None,
                   entity_tweet: bool | None, threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
@@ -145,8 +140,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
         **{name: value for name, value in (
             ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
             ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
-            ("max_words", max_words), ("ner_class_weights", ner_class_weights),
-            ("ner_context", ner_context), ("entity_tweet", entity_tweet),
+            ("max_words", max_words), ("entity_tweet", entity_tweet),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},

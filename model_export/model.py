@@ -37,12 +37,10 @@ class ModelConfig:
     # unseen entities must keep their FastText neighbourhood, while sentiment still learns
     # word polarities.
     bow_dim: int = 0
-    # The NER heads also read the tweet's pooled states (mean + max): what the whole tweet is
-    # about (music, sport, travel) is evidence for a mention's type beyond its 15-token window.
-    ner_context: bool = False
     # The entity-sentiment head also reads the tweet head's hidden layer, which sees the
     # bag-of-words polarities learnt on 48k SemEval tweets: most Mitchell tweets have one
-    # target, whose polarity is the tweet's.
+    # target, whose polarity is the tweet's. It reads a detached copy, so the entity losses
+    # do not pull the tweet head away from tweet sentiment.
     entity_tweet: bool = False
 
     def to_dict(self) -> dict:
@@ -68,9 +66,6 @@ class TweetTagger(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
         self.ner_heads = nn.ModuleList(nn.Linear(config.hidden, len(h.tags)) for h in NER_HEADS)
-        self.ner_context = (nn.ModuleList(nn.Linear(2 * config.hidden, len(h.tags))
-                                          for h in NER_HEADS)
-                            if config.ner_context else None)
         self.entity_token = nn.Linear(config.hidden, 3)
         self.entity_context = nn.Linear(2 * config.hidden, 3)
         self.bow_embedding = (nn.Embedding(config.n_words, config.bow_dim, padding_idx=0)
@@ -112,9 +107,6 @@ class TweetTagger(nn.Module):
         peak = torch.where(lengths.unsqueeze(1) > 0, peak, torch.zeros_like(peak))
         pooled = self.dropout(torch.cat([mean, peak], dim=1))  # [B,2H]
         ner = tuple(head(tokens) for head in self.ner_heads)
-        if self.ner_context is not None:
-            ner = tuple(logits + context(pooled).unsqueeze(1)
-                        for logits, context in zip(ner, self.ner_context, strict=True))
         entity = self.entity_token(tokens) + self.entity_context(pooled).unsqueeze(1)
         tweet_in = pooled
         if self.config.tweet_bow:
@@ -124,5 +116,5 @@ class TweetTagger(nn.Module):
         tweet_state = self.dropout(torch.relu(self.tweet_hidden(tweet_in)))
         tweet = self.tweet_out(tweet_state)
         if self.entity_tweet is not None:
-            entity = entity + self.entity_tweet(tweet_state).unsqueeze(1)
+            entity = entity + self.entity_tweet(tweet_state.detach()).unsqueeze(1)
         return (*ner, entity, tweet)

@@ -93,11 +93,6 @@ class TrainConfig:
     topic_per_epoch: int = 6_000
     oversample: dict[str, int] = field(default_factory=lambda: {"wnut16": 2, "wnut17": 2})
     ner_o_weight: float = 0.5  # loss weight of the O tag (entity tags weigh 1)
-    # Entity tags weighted by inverse-sqrt type frequency (mean 1 over types) instead of 1:
-    # WNUT16's musicartist, movie, tvshow and product have 34-134 training mentions against
-    # person's 620 and score near 0 on test when every type weighs the same.
-    ner_class_weights: bool = False
-    ner_context: bool = False  # ModelConfig.ner_context
     entity_tweet: bool = False  # ModelConfig.entity_tweet
     lowercase_prob: float = 0.2
     # Probability that an entity span of these heads' examples is rewritten as one hashtag
@@ -294,26 +289,6 @@ def tensors(
     return feeds
 
 
-def ner_tag_weights(tags: Sequence[str], examples: Sequence[Example],
-                    config: TrainConfig) -> torch.Tensor:
-    """Loss weight per BIO tag: ``ner_o_weight`` for O; 1 for every entity tag, or with
-    ``ner_class_weights`` the inverse square root of its type's mention count (B tags), scaled
-    to mean 1 over the mentions (so O against entity keeps its balance), so rare types are not
-    drowned by person and geo-loc."""
-    weights = [config.ner_o_weight] + [1.0] * (len(tags) - 1)
-    if not config.ner_class_weights:
-        return torch.tensor(weights)
-    mentions = Counter(tags[t][2:] for e in examples for t in (e.ner_tags or [])
-                       if t != IGNORE and tags[t].startswith("B-"))
-    if not mentions:
-        return torch.tensor(weights)
-    raw = {kind: 1.0 / np.sqrt(n) for kind, n in mentions.items()}
-    scale = sum(mentions.values()) / sum(n * raw[kind] for kind, n in mentions.items())
-    for j, tag in enumerate(tags[1:], start=1):
-        weights[j] = scale * raw.get(tag[2:], min(raw.values()))
-    return torch.tensor(weights, dtype=torch.float32)
-
-
 class MultiTaskLoss:
     """Weighted sum of the losses a batch has labels for."""
 
@@ -328,7 +303,7 @@ class MultiTaskLoss:
                                          ignore_index=IGNORE)
         self.ner = {
             head.name: nn.CrossEntropyLoss(
-                weight=ner_tag_weights(head.tags, sets.get(head.dataset, []), config),
+                weight=torch.tensor([config.ner_o_weight] + [1.0] * (len(head.tags) - 1)),
                 ignore_index=IGNORE)
             for head in NER_HEADS
         }
@@ -421,8 +396,7 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
         n_words=len(vocab.words), n_chars=len(vocab.chars), word_dim=config.word_dim,
         char_dim=config.char_dim, char_filters=config.char_filters, hidden=config.hidden,
         dilations=config.dilations, dropout=config.dropout, tweet_bow=config.tweet_bow,
-        bow_dim=config.bow_dim, ner_context=config.ner_context,
-        entity_tweet=config.entity_tweet))
+        bow_dim=config.bow_dim, entity_tweet=config.entity_tweet))
     with torch.no_grad():
         model.word_embedding.weight.copy_(torch.from_numpy(matrix))
     embedding = model.word_embedding.weight

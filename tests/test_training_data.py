@@ -14,13 +14,7 @@ from model_export.embeddings import build_vocab
 from model_export.evaluate import dev_objective, ner_scores, score_mitchell
 from model_export.heads import HEAD_BY_NAME, NER_HEADS, labels_document
 from model_export.model import ModelConfig, TweetTagger
-from model_export.train import (
-    TrainConfig,
-    hashtag_entities,
-    load_training_sets,
-    ner_tag_weights,
-    torch_predictor,
-)
+from model_export.train import TrainConfig, hashtag_entities, load_training_sets, torch_predictor
 from stream.inference import LabelSpace
 from stream.settings import Settings
 
@@ -138,16 +132,3 @@ def test_train_command_defaults_are_the_recipe_defaults():
     for name, default in spelled.items():
         assert default == getattr(config, name), name
 
-
-def test_class_weights_lift_rare_types_and_keep_the_o_balance():
-    config = TrainConfig(data_dir=Path("."), ner_class_weights=True)
-    examples = ([tagged([("Obama", "B-person"), ("spoke", "O")])] * 16
-                + [tagged([("Adele", "B-musicartist"), ("sang", "O")])] * 4)
-    weights = ner_tag_weights(WNUT16_TAGS, examples, config)
-    rare, common = WNUT16_TAGS.index("B-musicartist"), WNUT16_TAGS.index("B-person")
-    assert weights[0] == config.ner_o_weight
-    assert weights[rare] == pytest.approx(2 * weights[common])  # 1/sqrt(4) vs 1/sqrt(16)
-    assert (16 * weights[common] + 4 * weights[rare]) / 20 == pytest.approx(1.0)
-    assert weights[WNUT16_TAGS.index("I-musicartist")] == weights[rare]
-    off = ner_tag_weights(WNUT16_TAGS, examples, TrainConfig(data_dir=Path(".")))
-    assert off.tolist() == [config.ner_o_weight] + [1.0] * (len(WNUT16_TAGS) - 1)
