@@ -56,7 +56,8 @@ def test_flops_count_matches_the_layers() -> None:
     assert counted["per_char"] == 2 * f * c * 3
     bag = (cfg.get("bow_dim") or w) if cfg.get("tweet_bow") else 0
     tweet_in = 2 * h + bag  # pooled states (+ mean word vector)
-    assert counted["per_tweet"] == 2 * (3 * 2 * h + 64 * tweet_in + 3 * 64)
+    entity_tweet = 3 * 64 if cfg.get("entity_tweet") else 0  # tweet head -> entity head
+    assert counted["per_tweet"] == 2 * (3 * 2 * h + 64 * tweet_in + 3 * 64 + entity_tweet)
     assert counted["flops_per_tweet"] == pytest.approx(
         10 * per_token + 40 * counted["per_char"] + counted["per_tweet"])
     tokens, chars = text_shape(["Apple stock is up!", "hello"])
