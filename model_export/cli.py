@@ -108,7 +108,7 @@ def format_speed(speeds: dict) -> str:
               "data (repeatable; default: wnut16; 'none' keeps every dev split for scoring).")
 @click.option("--entity-tweet/--no-entity-tweet", default=None,
               help="Entity-sentiment head also reads the tweet head's hidden layer "
-              "(default: off).")
+              "(default: on).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")

@@ -38,9 +38,9 @@ class ModelConfig:
     # word polarities.
     bow_dim: int = 0
     # The entity-sentiment head also reads the tweet head's hidden layer, which sees the
-    # bag-of-words polarities learnt on 48k SemEval tweets: most Mitchell tweets have one
-    # target, whose polarity is the tweet's. It reads a detached copy, so the entity losses
-    # do not pull the tweet head away from tweet sentiment.
+    # bag-of-words polarities learnt on 48k SemEval tweets: a Mitchell tweet usually has one
+    # target, whose polarity is often the tweet's. It reads a detached copy, so the entity
+    # losses do not pull the tweet head away from tweet sentiment.
     entity_tweet: bool = False
 
     def to_dict(self) -> dict:

@@ -131,4 +131,3 @@ def test_train_command_defaults_are_the_recipe_defaults():
     assert {"seed", "embedding_seed", "embedding_epochs", "hidden"} <= set(spelled)
     for name, default in spelled.items():
         assert default == getattr(config, name), name
-
