@@ -68,12 +68,13 @@ def ner_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
         for name, values in report.items()
         if not name.endswith("avg")
     }
-    strict = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
-    micro = f1_score(gold, pred, average="micro", **strict)
-    return {"f1": round(100 * micro, 1),
-            "precision": round(100 * float(report["micro avg"]["precision"]), 1),
-            "recall": round(100 * float(report["micro avg"]["recall"]), 1),
-            "span_f1": round(100 * f1_score(untyped(gold), untyped(pred), **strict), 1),
+    micro = report["micro avg"]
+    span_f1 = f1_score(untyped(gold), untyped(pred), mode="strict", scheme=IOB2,
+                       average="micro", zero_division=0)
+    return {"f1": round(100 * float(micro["f1-score"]), 1),
+            "precision": round(100 * float(micro["precision"]), 1),
+            "recall": round(100 * float(micro["recall"]), 1),
+            "span_f1": round(100 * span_f1, 1),
             "per_type": per_type, "type_confusions": type_confusions(gold, pred)}
 
 
