@@ -72,6 +72,29 @@ def format_speed(speeds: dict) -> str:
     return "tweets/s, Analyzer.analyze, 1 intra-op thread:\n" + "\n".join(lines)
 
 
+TASKS = ("ner", "entity", "tweet")
+
+
+def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
+                       pairs: tuple[str, ...]) -> dict[str, float] | None:
+    """``("tweet=1.5",)`` -> all three task weights (unnamed ones 1); None when none given."""
+    if not pairs:
+        return None
+    weights = dict.fromkeys(TASKS, 1.0)
+    for pair in pairs:
+        task, sep, value = pair.partition("=")
+        if not sep or task not in TASKS:
+            raise click.BadParameter(f"{pair!r}: expected TASK=W with TASK one of "
+                                     f"{', '.join(TASKS)}")
+        try:
+            weights[task] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{pair!r}: {value!r} is not a number") from None
+        if weights[task] < 0:
+            raise click.BadParameter(f"{pair!r}: a weight cannot be negative")
+    return weights
+
+
 @click.command("train")
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Data folder (default: the data_dir setting, ../shared/data).")
@@ -114,6 +137,17 @@ def format_speed(speeds: dict) -> str:
 @click.option("--entity-tweet/--no-entity-tweet", default=None,
               help="Entity-sentiment head also reads the tweet head's hidden layer "
               "(default: on).")
+@click.option("--entity-detach-pooled/--no-entity-detach-pooled", default=None,
+              help="Entity-sentiment head reads a detached copy of the pooled tweet states "
+              "(default: off).")
+@click.option("--task-weight", "task_weights", multiple=True, metavar="TASK=W",
+              callback=parse_task_weights,
+              help="Loss weight of a task: ner, entity or tweet (repeatable; default 1 each).")
+@click.option("--sentiment-per-epoch", type=int, default=None,
+              help="SemEval-4A tweets drawn per epoch (default 24000).")
+@click.option("--ema-decay", type=float, default=None,
+              help="Score and keep an exponential moving average of the weights with this "
+              "decay per step (default 0: off).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")
@@ -125,7 +159,9 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   transfer_weight: float | None, bow_dim: int | None,
                   max_words: int | None,
                   train_with_dev: tuple[str, ...] | None,
-                  entity_tweet: bool | None, threads: int) -> None:
+                  entity_tweet: bool | None, entity_detach_pooled: bool | None,
+                  task_weights: dict[str, float] | None, sentiment_per_epoch: int | None,
+                  ema_decay: float | None, threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
@@ -146,6 +182,8 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
             ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
             ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
             ("max_words", max_words), ("entity_tweet", entity_tweet),
+            ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weights),
+            ("sentiment_per_epoch", sentiment_per_epoch), ("ema_decay", ema_decay),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},

@@ -42,6 +42,9 @@ class ModelConfig:
     # target, whose polarity is often the tweet's. It reads a detached copy, so the entity
     # losses do not pull the tweet head away from tweet sentiment.
     entity_tweet: bool = False
+    # The entity-sentiment head reads a detached copy of the pooled tweet states, so entity
+    # losses train the encoder only through the token states of the mention itself.
+    entity_detach_pooled: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,7 +110,8 @@ class TweetTagger(nn.Module):
         peak = torch.where(lengths.unsqueeze(1) > 0, peak, torch.zeros_like(peak))
         pooled = self.dropout(torch.cat([mean, peak], dim=1))  # [B,2H]
         ner = tuple(head(tokens) for head in self.ner_heads)
-        entity = self.entity_token(tokens) + self.entity_context(pooled).unsqueeze(1)
+        entity_pooled = pooled.detach() if self.config.entity_detach_pooled else pooled
+        entity = self.entity_token(tokens) + self.entity_context(entity_pooled).unsqueeze(1)
         tweet_in = pooled
         if self.config.tweet_bow:
             bag_words = words if self.bow_embedding is None else self.bow_embedding(word_ids)

@@ -56,6 +56,8 @@ def test_every_command_has_help(command: str) -> None:
         (["publish", "-", "--rate", "-3"], "Invalid value for '--rate'"),
         (["demo", "--tweets", "zero"], "Invalid value for '--tweets'"),
         (["worker", "--loglevel", "loud"], "Invalid value for '--loglevel'"),
+        (["train", "--task-weight", "speed=2"], "expected TASK=W with TASK one of"),
+        (["train", "--task-weight", "tweet=lots"], "'lots' is not a number"),
     ],
 )
 def test_bad_arguments_are_one_line(args: list[str], contains: str) -> None:

@@ -146,3 +146,25 @@ def test_entity_head_reading_the_tweet_head_exports_and_ignores_padding(
         model.entity_tweet.weight.zero_()
         after = model(*(feeds[n] for n in INPUT_NAMES))[output]
     assert (entity - after).abs().max() > 1e-4
+
+
+def test_entity_head_with_detached_pooled_states_trains_the_encoder_only_through_tokens(
+        sentences: list[list[str]]):
+    """entity_detach_pooled: the entity logits still read the pooled tweet states, but the
+    entity losses reach the encoder only through the mention's own token states."""
+    vocab = build_vocab(sentences[:500], max_words=3000)
+    feeds = {k: torch.from_numpy(v) for k, v in vocab.encode([sentences[5]]).items()}
+    output = OUTPUT_NAMES.index("entity_sentiment_logits")
+    grads = {}
+    for detach in (False, True):
+        torch.manual_seed(3)
+        model = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars),
+                                        entity_detach_pooled=detach))
+        model.eval()
+        with torch.no_grad():
+            model.entity_token.weight.zero_()  # leave only the pooled path into the encoder
+        model(*(feeds[n] for n in INPUT_NAMES))[output].sum().backward()
+        assert model.entity_context.weight.grad.abs().sum() > 0
+        grads[detach] = model.blocks[0].weight.grad
+    assert grads[False] is not None and grads[False].abs().sum() > 0
+    assert grads[True] is None or not grads[True].any()
