@@ -113,7 +113,9 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
         "epochs_run": len(result.history),
         "best_dev": result.best_dev,
         "calibration": {"what": "O-logit offset per NER head, chosen on its dev split and "
-                        "folded into the head's O bias (model_export/calibrate.py)",
+                        "folded into the head's O bias; tweet_sentiment: -beta x log(train "
+                        "prior) added to the tweet head's bias, beta chosen on 4A val "
+                        "(model_export/calibrate.py)",
                         **result.calibration},
         "dev_history": [{k: v for k, v in h.items() if k != "dev"} for h in result.history],
         "export": {"opset": 17, "parity_max_abs_diff": worst,

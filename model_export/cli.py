@@ -140,7 +140,7 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
 @click.option("--entity-detach-pooled/--no-entity-detach-pooled", default=None,
               help="Entity-sentiment head reads a detached copy of the pooled tweet states "
               "(default: off).")
-@click.option("--task-weight", "task_weights", multiple=True, metavar="TASK=W",
+@click.option("--task-weight", "task_weight", multiple=True, metavar="TASK=W",
               callback=parse_task_weights,
               help="Loss weight of a task: ner, entity or tweet (repeatable; default 1 each).")
 @click.option("--sentiment-per-epoch", type=int, default=None,
@@ -148,6 +148,9 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
 @click.option("--ema-decay", type=float, default=None,
               help="Score and keep an exponential moving average of the weights with this "
               "decay per step (default 0: off).")
+@click.option("--tweet-prior-correction/--no-tweet-prior-correction", default=None,
+              help="After training, correct the tweet head for the training class prior by "
+              "the amount that maximises 4A val macro recall (default: on).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")
@@ -160,8 +163,9 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   max_words: int | None,
                   train_with_dev: tuple[str, ...] | None,
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
-                  task_weights: dict[str, float] | None, sentiment_per_epoch: int | None,
-                  ema_decay: float | None, threads: int) -> None:
+                  task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
+                  ema_decay: float | None, tweet_prior_correction: bool | None,
+                  threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
@@ -182,8 +186,9 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
             ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
             ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
             ("max_words", max_words), ("entity_tweet", entity_tweet),
-            ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weights),
+            ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weight),
             ("sentiment_per_epoch", sentiment_per_epoch), ("ema_decay", ema_decay),
+            ("tweet_prior_correction", tweet_prior_correction),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from model_export.calibrate import calibrate_heads
+from model_export.calibrate import calibrate_heads, tweet_prior_correction
 from model_export.corpus import (
     IGNORE,
     Example,
@@ -101,6 +101,9 @@ class TrainConfig:
     # Decay of an exponential moving average of the trained weights, updated every step;
     # dev scoring, early stopping and the artifact use the average (0: off, the raw weights).
     ema_decay: float = 0.0
+    # After training, divide the tweet head's probabilities further by the training prior,
+    # by the amount that maximises 4A val macro recall (model_export.calibrate).
+    tweet_prior_correction: bool = True
     lowercase_prob: float = 0.2
     # Probability that an entity span of these heads' examples is rewritten as one hashtag
     # ("Boyle Heights" -> "#BoyleHeights", same type): WNUT16 train annotates 9 hashtags as
@@ -501,6 +504,8 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
     calibration = (calibrate_heads(model, vocab, labels, config.data_dir, config.mitchell_folds,
                                    skip=config.train_with_dev)
                    if config.evaluate_dev else {})
+    if config.evaluate_dev and config.tweet_prior_correction:
+        calibration["tweet_sentiment"] = tweet_prior_correction(model, vocab, config.data_dir)
     return TrainResult(model, vocab, history, best_dev, coverage,
                        time.monotonic() - started, losses, calibration)
 

@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_export.calibrate import OFFSETS, best_offset, calibrate_heads
+from model_export.calibrate import (
+    OFFSETS,
+    PRIOR_BETAS,
+    best_offset,
+    calibrate_heads,
+    tweet_prior_correction,
+)
 from model_export.corpus import Example, ner_examples
 from model_export.embeddings import build_vocab
-from model_export.evaluate import dev_objective, ner_scores, score_mitchell
+from model_export.evaluate import dev_objective, ner_scores, score_mitchell, score_sentiment
 from model_export.heads import HEAD_BY_NAME, NER_HEADS, labels_document
 from model_export.model import ModelConfig, TweetTagger
 from model_export.train import TrainConfig, hashtag_entities, load_training_sets, torch_predictor
@@ -131,3 +137,20 @@ def test_train_command_defaults_are_the_recipe_defaults():
     assert {"seed", "embedding_seed", "embedding_epochs", "hidden"} <= set(spelled)
     for name, default in spelled.items():
         assert default == getattr(config, name), name
+
+
+def test_tweet_prior_correction_folds_the_best_beta_into_the_bias(untrained, data_dir: Path):
+    """The chosen beta scores the best 4A val macro recall of the sweep, and the folded bias
+    makes the model's own argmax score exactly that."""
+    model, vocab = untrained
+    before = model.tweet_out.bias.detach().clone()
+    report = tweet_prior_correction(model, vocab, data_dir)
+    assert set(report["sweep"]) == {float(b) for b in PRIOR_BETAS}
+    assert report["val_macro_recall_after"] == max(report["sweep"].values())
+    prior = torch.tensor(report["train_prior"])
+    assert prior.argmin() == 0  # negatives are SemEval-4A train's smallest class
+    torch.testing.assert_close(model.tweet_out.bias.detach(),
+                               before - report["beta"] * prior.log(), atol=1e-3, rtol=0)
+    predict = torch_predictor(model, vocab, LabelSpace(labels_document()))
+    assert score_sentiment(predict, data_dir, "val")["macro_recall"] == pytest.approx(
+        report["val_macro_recall_after"])
