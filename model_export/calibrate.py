@@ -111,24 +111,75 @@ def calibrate_heads(model: TweetTagger, vocab: Vocab, labels: LabelSpace, data_d
     return report
 
 
+def train_log_prior(data_dir: Path) -> np.ndarray:
+    """log of the SemEval-4A training class shares (negative, neutral, positive)."""
+    labels = [int(e.tweet_sentiment) for e in sentiment_examples(data_dir, "train")]  # type: ignore[arg-type]
+    counts = np.bincount(labels, minlength=3)
+    return np.log(counts / counts.sum())
+
+
+def prior_sweep(logits: np.ndarray, gold: Sequence[int],
+                log_prior: np.ndarray) -> dict[float, float]:
+    """Macro recall of ``argmax(logits - beta * log_prior)`` for each candidate beta."""
+    return {float(beta): classification_scores(
+        gold, (logits - beta * log_prior).argmax(1).tolist(), range(3))["macro_recall"]
+        for beta in PRIOR_BETAS}
+
+
 def tweet_prior_correction(model: TweetTagger, vocab: Vocab, data_dir: Path) -> dict:
     """Choose ``beta`` on the 4A val split (macro recall; ties: the smallest) and add
     ``-beta * log(train prior)`` to the tweet head's output bias."""
-    train = sentiment_examples(data_dir, "train")
-    counts = np.bincount([int(e.tweet_sentiment) for e in train], minlength=3)  # type: ignore[arg-type]
-    log_prior = np.log(counts / counts.sum())
+    log_prior = train_log_prior(data_dir)
     val = sentiment_examples(data_dir, "val")
-    gold = [int(e.tweet_sentiment) for e in val]  # type: ignore[arg-type]
     logits = np.concatenate([named[TWEET_SENTIMENT_OUTPUT]
                              for named, _ in model_outputs(model, vocab, [e.tokens for e in val])])
-    scores = {float(beta): classification_scores(
-        gold, (logits - beta * log_prior).argmax(1).tolist(), range(3))["macro_recall"]
-        for beta in PRIOR_BETAS}
+    scores = prior_sweep(logits, [int(e.tweet_sentiment) for e in val], log_prior)  # type: ignore[arg-type]
     best = max(scores, key=lambda b: (scores[b], -b))
     with torch.no_grad():
         model.tweet_out.bias -= torch.from_numpy(best * log_prior).to(model.tweet_out.bias)
     log.info("calibrated tweet head: prior correction %.2f, 4A val macro recall %.4f -> %.4f",
              best, scores[0.0], scores[best])
-    return {"beta": best, "train_prior": np.round(counts / counts.sum(), 4).tolist(),
+    return {"beta": best, "train_prior": np.round(np.exp(log_prior), 4).tolist(),
             "val_macro_recall_before": scores[0.0], "val_macro_recall_after": scores[best],
             "sweep": scores}
+
+
+def prior_correction_study(model_dirs: Sequence[Path], data_dir: Path) -> list[dict]:
+    """For artifacts trained without the correction: the beta 4A val would choose, and 4A
+    val and test macro recall before and after it (fp32 ONNX, the runtime's own outputs)."""
+    from stream.inference import Analyzer
+
+    log_prior = train_log_prior(data_dir)
+    splits = {s: sentiment_examples(data_dir, s) for s in ("val", "test")}
+    rows = []
+    for model_dir in model_dirs:
+        analyzer = Analyzer(model_dir)
+        sweeps = {}
+        for split, examples in splits.items():
+            analyses = analyzer.analyze_tokens([e.tokens for e in examples])
+            logits = np.log(np.stack([a.tweet_probs for a in analyses]))
+            sweeps[split] = prior_sweep(logits, [int(e.tweet_sentiment) for e in examples],  # type: ignore[arg-type]
+                                        log_prior)
+        best = max(sweeps["val"], key=lambda b: (sweeps["val"][b], -b))
+        rows.append({"model": str(model_dir), "beta": best,
+                     **{f"{s}_{when}": round(sweeps[s][b], 4) for s in splits
+                        for when, b in (("before", 0.0), ("after", best))}})
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    from stream.settings import get_settings
+
+    parser = argparse.ArgumentParser(
+        description="4A val/test macro recall of artifacts before and after the tweet-head "
+        "prior correction that their 4A val split chooses.")
+    parser.add_argument("model_dirs", nargs="+", type=Path)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args()
+    for missing in [d for d in args.model_dirs if not (d / "model.onnx").is_file()]:
+        parser.error(f"{missing}: no model.onnx there")
+    for row in prior_correction_study(args.model_dirs, args.data_dir or get_settings().data_dir):
+        print(json.dumps(row))
