@@ -145,9 +145,6 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
               help="Loss weight of a task: ner, entity or tweet (repeatable; default 1 each).")
 @click.option("--sentiment-per-epoch", type=int, default=None,
               help="SemEval-4A tweets drawn per epoch (default 24000).")
-@click.option("--ema-decay", type=float, default=None,
-              help="Score and keep an exponential moving average of the weights with this "
-              "decay per step (default 0: off).")
 @click.option("--tweet-prior-correction/--no-tweet-prior-correction", default=None,
               help="After training, correct the tweet head for the training class prior by "
               "the amount that maximises 4A val macro recall (default: on).")
@@ -164,7 +161,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   train_with_dev: tuple[str, ...] | None,
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
                   task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
-                  ema_decay: float | None, tweet_prior_correction: bool | None,
+                  tweet_prior_correction: bool | None,
                   threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
@@ -187,7 +184,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
             ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
             ("max_words", max_words), ("entity_tweet", entity_tweet),
             ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weight),
-            ("sentiment_per_epoch", sentiment_per_epoch), ("ema_decay", ema_decay),
+            ("sentiment_per_epoch", sentiment_per_epoch),
             ("tweet_prior_correction", tweet_prior_correction),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),

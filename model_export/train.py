@@ -98,9 +98,6 @@ class TrainConfig:
     # 0.617-0.625.
     entity_tweet: bool = True
     entity_detach_pooled: bool = False  # ModelConfig.entity_detach_pooled
-    # Decay of an exponential moving average of the trained weights, updated every step;
-    # dev scoring, early stopping and the artifact use the average (0: off, the raw weights).
-    ema_decay: float = 0.0
     # After training, divide the tweet head's probabilities further by the training prior,
     # by the amount that maximises 4A val macro recall (model_export.calibrate).
     tweet_prior_correction: bool = True
@@ -395,31 +392,6 @@ def prepare_vocab(config: TrainConfig) -> tuple[Vocab, np.ndarray, float]:
     return vocab, matrix, coverage
 
 
-class WeightAverage:
-    """Exponential moving average of a model's trainable weights.
-
-    With ~3,400 tweets per NER corpus, the weights after any one step are a noisy sample; their
-    running average over the last ~1/(1-decay) steps scores more steadily on dev.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.average = [p.detach().clone() for p in self.params]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1 - self.decay)
-
-    @torch.no_grad()
-    def swap(self) -> None:
-        """Exchange the model's weights with the average (call again to swap back)."""
-        for param, average in zip(self.params, self.average, strict=True):
-            scratch = param.detach().clone()
-            param.copy_(average)
-            average.copy_(scratch)
-
-
 def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
     """Train with early stopping on the mean dev score; returns the best model."""
     started = time.monotonic()
@@ -447,7 +419,6 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
     loss_fn = MultiTaskLoss(sets, config)
     labels = LabelSpace(labels_document())
     predict = torch_predictor(model, vocab, labels)
-    average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     best_score, best_state, best_dev, stale = -1.0, None, {}, 0
     history: list[dict] = []
     losses: list[float] = []
@@ -464,8 +435,6 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
-            if average is not None:
-                average.update()
             losses.append(loss.item())
             running += loss.item()
             if step % 20 == 0:
@@ -474,8 +443,6 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
             history.append({"epoch": epoch,
                             "train_loss": round(running / max(1, len(batches)), 4)})
             continue
-        if average is not None:
-            average.swap()  # score (and keep) the averaged weights
         dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds)
         score = dev_objective(dev, exclude=config.train_with_dev)
         scheduler.step(score)
@@ -490,16 +457,12 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
-        if average is not None:
-            average.swap()
         out_of_time = (config.time_budget_s is not None
                        and time.monotonic() - started > config.time_budget_s)
         if stale >= config.patience or out_of_time:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    elif average is not None:
-        average.swap()  # no dev scoring: keep the average of the last epoch
     model.eval()
     calibration = (calibrate_heads(model, vocab, labels, config.data_dir, config.mitchell_folds,
                                    skip=config.train_with_dev)

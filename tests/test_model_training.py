@@ -11,7 +11,7 @@ import torch
 from model_export.embeddings import build_vocab
 from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
 from model_export.model import TweetTagger
-from model_export.train import TrainConfig, WeightAverage, load_training_sets, train
+from model_export.train import TrainConfig, load_training_sets, train
 from stream.settings import Settings
 
 DATA = Settings().data_dir
@@ -75,20 +75,3 @@ def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
     assert float(weights[0].abs().sum()) == 0.0  # padding row stays zero
     assert model.word_embedding.weight.grad is None  # frozen: never part of the optimiser
 
-
-def test_weight_average_follows_the_weights_and_swaps_back():
-    """The average moves 1 - decay of the way to the weights after each step; frozen
-    parameters are left out; two swaps restore the trained weights exactly."""
-    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
-    model[1].weight.requires_grad_(False)
-    average = WeightAverage(model, decay=0.75)
-    start = model[0].weight.detach().clone()
-    assert len(average.params) == 3  # both biases and the first weight
-    with torch.no_grad():
-        model[0].weight.add_(4.0)
-    average.update()
-    trained = model[0].weight.detach().clone()
-    average.swap()
-    torch.testing.assert_close(model[0].weight.detach(), start + 1.0)  # 0.25 of the way
-    average.swap()
-    assert torch.equal(model[0].weight.detach(), trained)
