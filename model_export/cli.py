@@ -139,7 +139,7 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
               "(default: on).")
 @click.option("--entity-detach-pooled/--no-entity-detach-pooled", default=None,
               help="Entity-sentiment head reads a detached copy of the pooled tweet states "
-              "(default: off).")
+              "(default: on).")
 @click.option("--task-weight", "task_weight", multiple=True, metavar="TASK=W",
               callback=parse_task_weights,
               help="Loss weight of a task: ner, entity or tweet (repeatable; default 1 each).")
