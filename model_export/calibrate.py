@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_export.corpus import mitchell_examples, sentiment_examples
+from model_export.corpus import Example, mitchell_examples, sentiment_examples
 from model_export.evaluate import classification_scores, ner_scores
 from model_export.heads import (
     HEAD_BY_NAME,
@@ -111,10 +111,14 @@ def calibrate_heads(model: TweetTagger, vocab: Vocab, labels: LabelSpace, data_d
     return report
 
 
+def sentiment_gold(examples: Sequence[Example]) -> list[int]:
+    """Tweet-sentiment class ids of SemEval-4A examples (every one is labelled)."""
+    return [int(e.tweet_sentiment) for e in examples]  # type: ignore[arg-type]
+
+
 def train_log_prior(data_dir: Path) -> np.ndarray:
     """log of the SemEval-4A training class shares (negative, neutral, positive)."""
-    labels = [int(e.tweet_sentiment) for e in sentiment_examples(data_dir, "train")]  # type: ignore[arg-type]
-    counts = np.bincount(labels, minlength=3)
+    counts = np.bincount(sentiment_gold(sentiment_examples(data_dir, "train")), minlength=3)
     return np.log(counts / counts.sum())
 
 
@@ -126,6 +130,11 @@ def prior_sweep(logits: np.ndarray, gold: Sequence[int],
         for beta in PRIOR_BETAS}
 
 
+def best_beta(scores: dict[float, float]) -> float:
+    """The beta of the highest score; ties go to the smallest correction."""
+    return max(scores, key=lambda b: (scores[b], -b))
+
+
 def tweet_prior_correction(model: TweetTagger, vocab: Vocab, data_dir: Path) -> dict:
     """Choose ``beta`` on the 4A val split (macro recall; ties: the smallest) and add
     ``-beta * log(train prior)`` to the tweet head's output bias."""
@@ -133,8 +142,8 @@ def tweet_prior_correction(model: TweetTagger, vocab: Vocab, data_dir: Path) -> 
     val = sentiment_examples(data_dir, "val")
     logits = np.concatenate([named[TWEET_SENTIMENT_OUTPUT]
                              for named, _ in model_outputs(model, vocab, [e.tokens for e in val])])
-    scores = prior_sweep(logits, [int(e.tweet_sentiment) for e in val], log_prior)  # type: ignore[arg-type]
-    best = max(scores, key=lambda b: (scores[b], -b))
+    scores = prior_sweep(logits, sentiment_gold(val), log_prior)
+    best = best_beta(scores)
     with torch.no_grad():
         model.tweet_out.bias -= torch.from_numpy(best * log_prior).to(model.tweet_out.bias)
     log.info("calibrated tweet head: prior correction %.2f, 4A val macro recall %.4f -> %.4f",
@@ -158,9 +167,8 @@ def prior_correction_study(model_dirs: Sequence[Path], data_dir: Path) -> list[d
         for split, examples in splits.items():
             analyses = analyzer.analyze_tokens([e.tokens for e in examples])
             logits = np.log(np.stack([a.tweet_probs for a in analyses]))
-            sweeps[split] = prior_sweep(logits, [int(e.tweet_sentiment) for e in examples],  # type: ignore[arg-type]
-                                        log_prior)
-        best = max(sweeps["val"], key=lambda b: (sweeps["val"][b], -b))
+            sweeps[split] = prior_sweep(logits, sentiment_gold(examples), log_prior)
+        best = best_beta(sweeps["val"])
         rows.append({"model": str(model_dir), "beta": best,
                      **{f"{s}_{when}": round(sweeps[s][b], 4) for s in splits
                         for when, b in (("before", 0.0), ("after", best))}})

@@ -74,4 +74,3 @@ def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
     assert not torch.allclose(initial[rows], weights[rows])  # ...moved where tweets were read
     assert float(weights[0].abs().sum()) == 0.0  # padding row stays zero
     assert model.word_embedding.weight.grad is None  # frozen: never part of the optimiser
-
