@@ -148,6 +148,12 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
 @click.option("--tweet-prior-correction/--no-tweet-prior-correction", default=None,
               help="After training, correct the tweet head for the training class prior by "
               "the amount that maximises 4A val macro recall (default: on).")
+@click.option("--tweet-class-power", type=float, default=None,
+              help="Power of the inverse-frequency class weights of the tweet loss "
+              "(default 0.5; 1: balanced classes).")
+@click.option("--crf/--no-crf", default=None,
+              help="NER heads add a linear-chain CRF loss, and decoding its learnt "
+              "transition scores (default: off).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")
@@ -161,8 +167,8 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   train_with_dev: tuple[str, ...] | None,
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
                   task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
-                  tweet_prior_correction: bool | None,
-                  threads: int) -> None:
+                  tweet_prior_correction: bool | None, tweet_class_power: float | None,
+                  crf: bool | None, threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
@@ -186,6 +192,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
             ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weight),
             ("sentiment_per_epoch", sentiment_per_epoch),
             ("tweet_prior_correction", tweet_prior_correction),
+            ("tweet_class_power", tweet_class_power), ("crf", crf),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},

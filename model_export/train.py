@@ -32,6 +32,7 @@ from model_export.corpus import (
     topic_examples,
     training_texts,
 )
+from model_export.crf import constraint_tensors, crf_nll
 from model_export.embeddings import (
     build_vocab,
     embedding_matrix,
@@ -103,6 +104,12 @@ class TrainConfig:
     # After training, divide the tweet head's probabilities further by the training prior,
     # by the amount that maximises 4A val macro recall (model_export.calibrate).
     tweet_prior_correction: bool = True
+    # Power of the inverse-frequency class weights of the tweet loss (0.5: square root,
+    # 1: fully balanced classes, what macro recall rewards).
+    tweet_class_power: float = 0.5
+    # ModelConfig.crf: the NER heads' losses add a linear-chain CRF term (model_export.crf)
+    # to the per-token one, and decoding adds the learnt transition scores.
+    crf: bool = False
     lowercase_prob: float = 0.2
     # Probability that an entity span of these heads' examples is rewritten as one hashtag
     # ("Boyle Heights" -> "#BoyleHeights", same type): WNUT16 train annotates 9 hashtags as
@@ -164,11 +171,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def class_weights(labels: Sequence[int], n_classes: int) -> torch.Tensor:
-    """Inverse-square-root frequency weights (mean 1): rare classes count more, without the
-    instability of full inverse-frequency weights."""
+def class_weights(labels: Sequence[int], n_classes: int, power: float = 0.5) -> torch.Tensor:
+    """Inverse-frequency weights to the given power (mean 1): rare classes count more; the
+    default square root avoids the instability of full inverse-frequency weights."""
     counts = Counter(label for label in labels if label != IGNORE)
-    raw = np.array([1.0 / np.sqrt(max(1, counts.get(c, 0))) for c in range(n_classes)])
+    raw = np.array([max(1, counts.get(c, 0)) ** -power for c in range(n_classes)])
     return torch.tensor(raw / raw.mean(), dtype=torch.float32)
 
 
@@ -301,15 +308,22 @@ def tensors(
 class MultiTaskLoss:
     """Weighted sum of the losses a batch has labels for."""
 
-    def __init__(self, sets: dict[str, list[Example]], config: TrainConfig) -> None:
+    def __init__(self, sets: dict[str, list[Example]], config: TrainConfig,
+                 model: TweetTagger) -> None:
         self.config = config
+        self.crf = {}
+        if model.crf_start is not None and model.crf_transitions is not None:
+            for head, start, trans in zip(NER_HEADS, model.crf_start, model.crf_transitions,
+                                          strict=True):
+                hard_start, hard_trans = constraint_tensors(head.tags)
+                self.crf[head.name] = (start, trans, hard_start, hard_trans)
         entity_labels = [x for ex in sets["mitchell2013"] + sets["topic"]
                          for x in (ex.entity_sentiment or [])]
         tweet_labels = [e.tweet_sentiment for e in sets["sentiment"]]
         self.entity = nn.CrossEntropyLoss(weight=class_weights(entity_labels, 3),
                                           ignore_index=IGNORE)
-        self.tweet = nn.CrossEntropyLoss(weight=class_weights(tweet_labels, 3),
-                                         ignore_index=IGNORE)
+        self.tweet = nn.CrossEntropyLoss(
+            weight=class_weights(tweet_labels, 3, config.tweet_class_power), ignore_index=IGNORE)
         self.ner = {
             head.name: nn.CrossEntropyLoss(
                 weight=torch.tensor([config.ner_o_weight] + [1.0] * (len(head.tags) - 1)),
@@ -336,6 +350,17 @@ class MultiTaskLoss:
         nll = torch.where(valid, nll, torch.zeros_like(nll))
         return (nll * weight).sum() / weight.sum().clamp(min=1e-6)
 
+    def crf_loss(self, head: str, logits: torch.Tensor, allowed: torch.Tensor,
+                 feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The CRF term of a head (zero without ``crf``): path NLL per labelled token."""
+        if head not in self.crf:
+            return torch.zeros(())
+        start, trans, hard_start, hard_trans = self.crf[head]
+        lengths = feeds["lengths"]
+        nll = crf_nll(logits, allowed, lengths, start + hard_start, trans + hard_trans)
+        labelled = (feeds["ner"] != IGNORE).sum().clamp(min=1)
+        return nll.sum() / labelled
+
     def __call__(self, outputs: tuple[torch.Tensor, ...], batch: Sequence[Example],
                  feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         weights = self.config.task_weights
@@ -344,11 +369,22 @@ class MultiTaskLoss:
         head = batch[0].ner_head
         if head is not None:
             logits = outputs[self.head_index[head]]
+            labels = feeds["ner"]
             total = total + weights["ner"] * self.ner[head](
-                logits.reshape(-1, logits.shape[-1]), feeds["ner"].reshape(-1))
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+            if self.crf:
+                gold = nn.functional.one_hot(labels.clamp(min=0), logits.shape[-1]).bool()
+                gold |= (labels == IGNORE).unsqueeze(-1)
+                total = total + weights["ner"] * self.crf_loss(head, logits, gold, feeds)
             for target, allowed in self.transfer.get(head, []):
+                target_logits = outputs[self.head_index[target]]
                 total = total + weights["ner"] * self.config.transfer_weight * (
-                    self.partial_label_loss(outputs[self.head_index[target]], allowed, feeds))
+                    self.partial_label_loss(target_logits, allowed, feeds))
+                if self.crf:
+                    sets = allowed[labels.clamp(min=0)]
+                    sets |= ((labels == IGNORE) | feeds["mention"]).unsqueeze(-1)
+                    total = total + weights["ner"] * self.config.transfer_weight * (
+                        self.crf_loss(target, target_logits, sets, feeds))
         if batch[0].entity_sentiment is not None:
             logits = named[ENTITY_SENTIMENT_OUTPUT]
             total = total + weights["entity"] * self.entity(
@@ -359,12 +395,20 @@ class MultiTaskLoss:
         return total
 
 
-def torch_predictor(model: TweetTagger, vocab: Vocab, labels: LabelSpace, batch_size: int = 256):
-    """A predictor (see model_export.evaluate) running the torch model with runtime decoding."""
+def model_labels(model: TweetTagger) -> LabelSpace:
+    """The runtime's label space for the model as it is now (with its CRF scores, if any)."""
+    return LabelSpace(labels_document(model.transition_scores()))
+
+
+def torch_predictor(model: TweetTagger, vocab: Vocab, labels: LabelSpace | None = None,
+                    batch_size: int = 256):
+    """A predictor (see model_export.evaluate) running the torch model with runtime decoding;
+    without ``labels``, each call decodes with the model's current CRF scores."""
 
     def predict(token_lists: Sequence[Sequence[str]],
                 heads: Sequence[str] | None) -> list[TokenAnalysis]:
         model.eval()
+        space = labels or model_labels(model)
         order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
         by_index: dict[int, TokenAnalysis] = {}
         with torch.no_grad():
@@ -373,7 +417,7 @@ def torch_predictor(model: TweetTagger, vocab: Vocab, labels: LabelSpace, batch_
                 feeds = vocab.encode([token_lists[i] for i in idx])
                 out = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
                 named = {n: o.numpy() for n, o in zip(OUTPUT_NAMES, out, strict=True)}
-                decoded = labels.decode(named, feeds["lengths"], heads)
+                decoded = space.decode(named, feeds["lengths"], heads)
                 by_index.update(zip(idx, decoded, strict=True))
         return [by_index[i] for i in range(len(token_lists))]
 
@@ -406,7 +450,7 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
         char_dim=config.char_dim, char_filters=config.char_filters, hidden=config.hidden,
         dilations=config.dilations, dropout=config.dropout, tweet_bow=config.tweet_bow,
         bow_dim=config.bow_dim, entity_tweet=config.entity_tweet,
-        entity_detach_pooled=config.entity_detach_pooled))
+        entity_detach_pooled=config.entity_detach_pooled, crf=config.crf))
     with torch.no_grad():
         model.word_embedding.weight.copy_(torch.from_numpy(matrix))
     embedding = model.word_embedding.weight
@@ -418,9 +462,8 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
     # Halve the learning rate when the dev score stalls for an epoch.
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
                                                            patience=0)
-    loss_fn = MultiTaskLoss(sets, config)
-    labels = LabelSpace(labels_document())
-    predict = torch_predictor(model, vocab, labels)
+    loss_fn = MultiTaskLoss(sets, config, model)
+    predict = torch_predictor(model, vocab)
     best_score, best_state, best_dev, stale = -1.0, None, {}, 0
     history: list[dict] = []
     losses: list[float] = []
@@ -466,7 +509,8 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    calibration = (calibrate_heads(model, vocab, labels, config.data_dir, config.mitchell_folds,
+    calibration = (calibrate_heads(model, vocab, model_labels(model), config.data_dir,
+                                   config.mitchell_folds,
                                    skip=config.train_with_dev)
                    if config.evaluate_dev else {})
     if config.evaluate_dev and config.tweet_prior_correction:
