@@ -154,6 +154,14 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
 @click.option("--crf/--no-crf", default=None,
               help="NER heads add a linear-chain CRF loss, and decoding its learnt "
               "transition scores (default: off).")
+@click.option("--pseudo-label-epochs", type=int, default=None,
+              help="Self-training: after early stopping, tag the unlabeled tweets with the "
+              "best model and train up to this many more epochs on its confident tags "
+              "(default 0: off).")
+@click.option("--pseudo-label-threshold", type=float, default=None,
+              help="Tag probability a pseudo-labelled token needs (default 0.9).")
+@click.option("--pseudo-label-weight", type=float, default=None,
+              help="Loss weight of the pseudo-labelled tweets (default 0.5).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")
@@ -168,7 +176,9 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
                   task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
                   tweet_prior_correction: bool | None, tweet_class_power: float | None,
-                  crf: bool | None, threads: int) -> None:
+                  crf: bool | None, pseudo_label_epochs: int | None,
+                  pseudo_label_threshold: float | None, pseudo_label_weight: float | None,
+                  threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
@@ -193,6 +203,9 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
             ("sentiment_per_epoch", sentiment_per_epoch),
             ("tweet_prior_correction", tweet_prior_correction),
             ("tweet_class_power", tweet_class_power), ("crf", crf),
+            ("pseudo_label_epochs", pseudo_label_epochs),
+            ("pseudo_label_threshold", pseudo_label_threshold),
+            ("pseudo_label_weight", pseudo_label_weight),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},
