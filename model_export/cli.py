@@ -162,6 +162,8 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
               help="Tag probability a pseudo-labelled token needs (default 0.9).")
 @click.option("--pseudo-label-weight", type=float, default=None,
               help="Loss weight of the pseudo-labelled tweets (default 0.5).")
+@click.option("--pseudo-label-lr", type=float, default=None,
+              help="Learning rate of the self-training epochs (default 0.001).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")
@@ -178,7 +180,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   tweet_prior_correction: bool | None, tweet_class_power: float | None,
                   crf: bool | None, pseudo_label_epochs: int | None,
                   pseudo_label_threshold: float | None, pseudo_label_weight: float | None,
-                  threads: int) -> None:
+                  pseudo_label_lr: float | None, threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
@@ -205,7 +207,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
             ("tweet_class_power", tweet_class_power), ("crf", crf),
             ("pseudo_label_epochs", pseudo_label_epochs),
             ("pseudo_label_threshold", pseudo_label_threshold),
-            ("pseudo_label_weight", pseudo_label_weight),
+            ("pseudo_label_weight", pseudo_label_weight), ("pseudo_label_lr", pseudo_label_lr),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},
