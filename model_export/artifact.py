@@ -92,8 +92,8 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
     if worst > PARITY_TOLERANCE:
         raise RuntimeError(f"ONNX export differs from torch by {worst:.2e} > {PARITY_TOLERANCE}")
     result.vocab.save(out_dir / "vocab.json")
-    labels = labels_document(result.model.transition_scores())
-    (out_dir / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+    (out_dir / "labels.json").write_text(json.dumps(labels_document(), indent=1) + "\n",
+                                         encoding="utf-8")
     now = dt.datetime.now(dt.UTC)
     card = {
         "version": f"{now:%Y%m%d}-{file_sha256(onnx_path)[:8]}",

@@ -151,19 +151,6 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
 @click.option("--tweet-class-power", type=float, default=None,
               help="Power of the inverse-frequency class weights of the tweet loss "
               "(default 0.5; 1: balanced classes).")
-@click.option("--crf/--no-crf", default=None,
-              help="NER heads add a linear-chain CRF loss, and decoding its learnt "
-              "transition scores (default: off).")
-@click.option("--pseudo-label-epochs", type=int, default=None,
-              help="Self-training: after early stopping, tag the unlabeled tweets with the "
-              "best model and train up to this many more epochs on its confident tags "
-              "(default 0: off).")
-@click.option("--pseudo-label-threshold", type=float, default=None,
-              help="Tag probability a pseudo-labelled token needs (default 0.9).")
-@click.option("--pseudo-label-weight", type=float, default=None,
-              help="Loss weight of the pseudo-labelled tweets (default 0.5).")
-@click.option("--pseudo-label-lr", type=float, default=None,
-              help="Learning rate of the self-training epochs (default 0.001).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")
@@ -178,9 +165,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
                   task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
                   tweet_prior_correction: bool | None, tweet_class_power: float | None,
-                  crf: bool | None, pseudo_label_epochs: int | None,
-                  pseudo_label_threshold: float | None, pseudo_label_weight: float | None,
-                  pseudo_label_lr: float | None, threads: int) -> None:
+                  threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
@@ -204,10 +189,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
             ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weight),
             ("sentiment_per_epoch", sentiment_per_epoch),
             ("tweet_prior_correction", tweet_prior_correction),
-            ("tweet_class_power", tweet_class_power), ("crf", crf),
-            ("pseudo_label_epochs", pseudo_label_epochs),
-            ("pseudo_label_threshold", pseudo_label_threshold),
-            ("pseudo_label_weight", pseudo_label_weight), ("pseudo_label_lr", pseudo_label_lr),
+            ("tweet_class_power", tweet_class_power),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},

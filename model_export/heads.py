@@ -58,15 +58,12 @@ OUTPUT_NAMES: tuple[str, ...] = (
 INPUT_NAMES: tuple[str, ...] = ("word_ids", "char_ids", "lengths")
 
 
-def labels_document(transition_scores: dict[str, dict] | None = None) -> dict:
-    """The content of ``labels.json``: heads, tags, outputs and which NER head serves, and
-    per head the CRF start/transition scores a ``--crf`` model learnt (decoding adds them)."""
-    scores = transition_scores or {}
+def labels_document() -> dict:
+    """The content of ``labels.json``: heads, tags, outputs and which NER head serves."""
     return {
         "inputs": list(INPUT_NAMES),
         "ner_heads": {
-            head.name: {"output": head.output, "dataset": head.dataset, "tags": head.tags,
-                        **scores.get(head.name, {})}
+            head.name: {"output": head.output, "dataset": head.dataset, "tags": head.tags}
             for head in NER_HEADS
         },
         "serving_ner_head": SERVING_HEAD,

@@ -45,9 +45,6 @@ class ModelConfig:
     # The entity-sentiment head reads a detached copy of the pooled tweet states, so entity
     # losses train the encoder only through the token states of the mention itself.
     entity_detach_pooled: bool = False
-    # Each NER head learns start and transition scores for a linear-chain CRF
-    # (model_export.crf); they leave the graph unchanged and travel in labels.json.
-    crf: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,23 +82,6 @@ class TweetTagger(nn.Module):
         self.tweet_hidden = nn.Linear(tweet_in, 64)
         self.tweet_out = nn.Linear(64, 3)
         self.entity_tweet = nn.Linear(64, 3) if config.entity_tweet else None
-        self.crf_start = nn.ParameterList(
-            nn.Parameter(torch.zeros(len(h.tags))) for h in NER_HEADS) if config.crf else None
-        self.crf_transitions = nn.ParameterList(
-            nn.Parameter(torch.zeros(len(h.tags), len(h.tags))) for h in NER_HEADS
-        ) if config.crf else None
-
-    def transition_scores(self) -> dict[str, dict[str, list]]:
-        """Learnt CRF start and transition scores per NER head (empty without ``crf``), in
-        the form ``labels.json`` stores them."""
-        if self.crf_start is None or self.crf_transitions is None:
-            return {}
-        return {
-            head.name: {"start_scores": start.detach().tolist(),
-                        "transition_scores": trans.detach().tolist()}
-            for head, start, trans in zip(NER_HEADS, self.crf_start, self.crf_transitions,
-                                          strict=True)
-        }
 
     def encode_chars(self, char_ids: torch.Tensor) -> torch.Tensor:
         """[B,T,C] char ids -> [B,T,F] max-pooled char-CNN features (padding chars masked)."""

@@ -32,7 +32,6 @@ from model_export.corpus import (
     topic_examples,
     training_texts,
 )
-from model_export.crf import constraint_tensors, crf_nll
 from model_export.embeddings import (
     build_vocab,
     embedding_matrix,
@@ -51,7 +50,6 @@ from model_export.heads import (
 )
 from model_export.label_transfer import allowed_matrix, transfer_pairs
 from model_export.model import ModelConfig, TweetTagger
-from model_export.pseudo_labels import is_pseudo, pseudo_label_examples
 from model_export.readers import read_lines
 from stream.inference import LabelSpace, TokenAnalysis
 from stream.textproc import Vocab, tokenize
@@ -108,19 +106,6 @@ class TrainConfig:
     # Power of the inverse-frequency class weights of the tweet loss (0.5: square root,
     # 1: fully balanced classes, what macro recall rewards).
     tweet_class_power: float = 0.5
-    # ModelConfig.crf: the NER heads' losses add a linear-chain CRF term (model_export.crf)
-    # to the per-token one, and decoding adds the learnt transition scores.
-    crf: bool = False
-    # Self-training (model_export.pseudo_labels): after early stopping, tag the unlabeled
-    # tweets with the best model and train up to this many more epochs on its confident tags
-    # (0: off), ``pseudo_per_epoch`` tweets per head and epoch, their loss weighted
-    # ``pseudo_label_weight``, at learning rate ``pseudo_label_lr``.
-    pseudo_label_epochs: int = 0
-    pseudo_label_heads: tuple[str, ...] = ("wnut16", "wnut17")
-    pseudo_label_threshold: float = 0.9
-    pseudo_per_epoch: int = 4_000
-    pseudo_label_weight: float = 0.5
-    pseudo_label_lr: float = 1e-3
     lowercase_prob: float = 0.2
     # Probability that an entity span of these heads' examples is rewritten as one hashtag
     # ("Boyle Heights" -> "#BoyleHeights", same type): WNUT16 train annotates 9 hashtags as
@@ -239,8 +224,6 @@ def epoch_batches(
     caps = {"sentiment": config.sentiment_per_epoch, "topic": config.topic_per_epoch}
     batches = []
     for task, examples in sets.items():
-        if is_pseudo(task):
-            caps[task] = config.pseudo_per_epoch
         chosen = list(examples) * config.oversample.get(task, 1)
         rng.shuffle(chosen)
         chosen = chosen[: caps.get(task, len(chosen))]
@@ -289,7 +272,7 @@ def tensors(
     if train and config.hashtag_prob > 0:
         batch = [
             hashtag_entities(e, HEAD_BY_NAME[e.ner_head].tags, config.hashtag_prob, rng)
-            if e.ner_head in config.hashtag_heads and not is_pseudo(e.task) else e
+            if e.ner_head in config.hashtag_heads else e
             for e in batch
         ]
     token_lists = [
@@ -321,15 +304,8 @@ def tensors(
 class MultiTaskLoss:
     """Weighted sum of the losses a batch has labels for."""
 
-    def __init__(self, sets: dict[str, list[Example]], config: TrainConfig,
-                 model: TweetTagger) -> None:
+    def __init__(self, sets: dict[str, list[Example]], config: TrainConfig) -> None:
         self.config = config
-        self.crf = {}
-        if model.crf_start is not None and model.crf_transitions is not None:
-            for head, start, trans in zip(NER_HEADS, model.crf_start, model.crf_transitions,
-                                          strict=True):
-                hard_start, hard_trans = constraint_tensors(head.tags)
-                self.crf[head.name] = (start, trans, hard_start, hard_trans)
         entity_labels = [x for ex in sets["mitchell2013"] + sets["topic"]
                          for x in (ex.entity_sentiment or [])]
         tweet_labels = [e.tweet_sentiment for e in sets["sentiment"]]
@@ -363,17 +339,6 @@ class MultiTaskLoss:
         nll = torch.where(valid, nll, torch.zeros_like(nll))
         return (nll * weight).sum() / weight.sum().clamp(min=1e-6)
 
-    def crf_loss(self, head: str, logits: torch.Tensor, allowed: torch.Tensor,
-                 feeds: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The CRF term of a head (zero without ``crf``): path NLL per labelled token."""
-        if head not in self.crf:
-            return torch.zeros(())
-        start, trans, hard_start, hard_trans = self.crf[head]
-        lengths = feeds["lengths"]
-        nll = crf_nll(logits, allowed, lengths, start + hard_start, trans + hard_trans)
-        labelled = (feeds["ner"] != IGNORE).sum().clamp(min=1)
-        return nll.sum() / labelled
-
     def __call__(self, outputs: tuple[torch.Tensor, ...], batch: Sequence[Example],
                  feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         weights = self.config.task_weights
@@ -382,24 +347,11 @@ class MultiTaskLoss:
         head = batch[0].ner_head
         if head is not None:
             logits = outputs[self.head_index[head]]
-            labels = feeds["ner"]
-            ner_weight = weights["ner"] * (
-                self.config.pseudo_label_weight if is_pseudo(batch[0].task) else 1.0)
-            total = total + ner_weight * self.ner[head](
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-            if self.crf:
-                gold = nn.functional.one_hot(labels.clamp(min=0), logits.shape[-1]).bool()
-                gold |= (labels == IGNORE).unsqueeze(-1)
-                total = total + ner_weight * self.crf_loss(head, logits, gold, feeds)
+            total = total + weights["ner"] * self.ner[head](
+                logits.reshape(-1, logits.shape[-1]), feeds["ner"].reshape(-1))
             for target, allowed in self.transfer.get(head, []):
-                target_logits = outputs[self.head_index[target]]
                 total = total + weights["ner"] * self.config.transfer_weight * (
-                    self.partial_label_loss(target_logits, allowed, feeds))
-                if self.crf:
-                    sets = allowed[labels.clamp(min=0)]
-                    sets |= ((labels == IGNORE) | feeds["mention"]).unsqueeze(-1)
-                    total = total + weights["ner"] * self.config.transfer_weight * (
-                        self.crf_loss(target, target_logits, sets, feeds))
+                    self.partial_label_loss(outputs[self.head_index[target]], allowed, feeds))
         if batch[0].entity_sentiment is not None:
             logits = named[ENTITY_SENTIMENT_OUTPUT]
             total = total + weights["entity"] * self.entity(
@@ -410,20 +362,12 @@ class MultiTaskLoss:
         return total
 
 
-def model_labels(model: TweetTagger) -> LabelSpace:
-    """The runtime's label space for the model as it is now (with its CRF scores, if any)."""
-    return LabelSpace(labels_document(model.transition_scores()))
-
-
-def torch_predictor(model: TweetTagger, vocab: Vocab, labels: LabelSpace | None = None,
-                    batch_size: int = 256):
-    """A predictor (see model_export.evaluate) running the torch model with runtime decoding;
-    without ``labels``, each call decodes with the model's current CRF scores."""
+def torch_predictor(model: TweetTagger, vocab: Vocab, labels: LabelSpace, batch_size: int = 256):
+    """A predictor (see model_export.evaluate) running the torch model with runtime decoding."""
 
     def predict(token_lists: Sequence[Sequence[str]],
                 heads: Sequence[str] | None) -> list[TokenAnalysis]:
         model.eval()
-        space = labels or model_labels(model)
         order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
         by_index: dict[int, TokenAnalysis] = {}
         with torch.no_grad():
@@ -432,122 +376,25 @@ def torch_predictor(model: TweetTagger, vocab: Vocab, labels: LabelSpace | None 
                 feeds = vocab.encode([token_lists[i] for i in idx])
                 out = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
                 named = {n: o.numpy() for n, o in zip(OUTPUT_NAMES, out, strict=True)}
-                decoded = space.decode(named, feeds["lengths"], heads)
+                decoded = labels.decode(named, feeds["lengths"], heads)
                 by_index.update(zip(idx, decoded, strict=True))
         return [by_index[i] for i in range(len(token_lists))]
 
     return predict
 
 
-def unlabeled_token_lists(config: TrainConfig) -> list[list[str]]:
-    """The tokens of each unlabeled tweet (non-empty ones)."""
-    token_lists = [[t.text for t in tokenize(line)]
-                   for line in tqdm(read_lines(config.data_dir / "unlabeled" / "tweets.txt"),
-                                    desc="tokenising unlabeled tweets", unit="tweet")]
-    return [tokens for tokens in token_lists if tokens]
-
-
 def prepare_vocab(config: TrainConfig) -> tuple[Vocab, np.ndarray, float]:
     """Vocabulary and initial word embeddings from unlabeled tweets plus training texts."""
     texts = training_texts(config.data_dir, config.mitchell_folds)
-    corpus = texts + unlabeled_token_lists(config)
+    unlabeled = [[t.text for t in tokenize(line)]
+                 for line in tqdm(read_lines(config.data_dir / "unlabeled" / "tweets.txt"),
+                                  desc="tokenising unlabeled tweets", unit="tweet")]
+    corpus = texts + unlabeled
     vocab = build_vocab(corpus, config.max_words)
     vectors = train_vectors(normalised_corpus(corpus), config.work_dir / "embeddings",
                             config.word_dim, config.embedding_epochs, config.embedding_seed)
     matrix, coverage = embedding_matrix(vocab, vectors, config.word_dim, config.embedding_seed)
     return vocab, matrix, coverage
-
-
-class Trainer:
-    """The optimisation loop with early stopping on the dev objective; ``run`` can be called
-    again with more data (self-training) and keeps the best state over all its calls."""
-
-    def __init__(self, model: TweetTagger, vocab: Vocab, config: TrainConfig,
-                 loss_fn: MultiTaskLoss, rng: random.Random) -> None:
-        self.model, self.vocab, self.config, self.loss_fn, self.rng = (
-            model, vocab, config, loss_fn, rng)
-        self.started = time.monotonic()
-        embedding = model.word_embedding.weight
-        embedding.requires_grad_(config.embedding_lr_scale > 0)
-        groups = [{"params": [p for p in model.parameters() if p is not embedding]}]
-        self.lr_scales = [1.0]
-        if config.embedding_lr_scale > 0:
-            groups.append({"params": [embedding], "lr": config.lr * config.embedding_lr_scale})
-            self.lr_scales.append(config.embedding_lr_scale)
-        self.optimizer = torch.optim.Adam(groups, lr=config.lr)
-        # Halve the learning rate when the dev score stalls for an epoch.
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="max", factor=0.5, patience=0)
-        self.predict = torch_predictor(model, vocab)
-        self.best_score, self.best_state, self.best_dev = -1.0, None, {}
-        self.history: list[dict] = []
-        self.losses: list[float] = []
-
-    def run(self, sets: dict[str, list[Example]], epochs: int) -> None:
-        """Up to ``epochs`` more epochs over ``sets``, stopping after ``patience`` epochs
-        without a better dev objective (or past the time budget)."""
-        config, model = self.config, self.model
-        stale = 0
-        first = len(self.history) + 1
-        for epoch in range(first, first + epochs):
-            model.train()
-            batches = epoch_batches(sets, config, self.rng)
-            running = 0.0
-            bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch")
-            for step, batch in enumerate(bar, start=1):
-                feeds = tensors(batch, self.vocab, config, self.rng, train=True)
-                outputs = model(*(feeds[n] for n in INPUT_NAMES))
-                loss = self.loss_fn(outputs, batch, feeds)
-                self.optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                self.optimizer.step()
-                self.losses.append(loss.item())
-                running += loss.item()
-                if step % 20 == 0:
-                    bar.set_postfix(loss=f"{running / step:.3f}")
-            train_loss = round(running / max(1, len(batches)), 4)
-            if not config.evaluate_dev:
-                self.history.append({"epoch": epoch, "train_loss": train_loss})
-                continue
-            dev = evaluate(self.predict, config.data_dir, "dev", config.mitchell_folds)
-            score = dev_objective(dev, exclude=config.train_with_dev)
-            self.scheduler.step(score)
-            self.history.append({"epoch": epoch, "train_loss": train_loss,
-                                 "dev_objective": round(score, 2), "dev": dev})
-            log.info("epoch %d loss %.3f dev %.2f (wnut16 %.1f wnut17 %.1f btc %.1f 4A %.3f "
-                     "mitchell %.1f)", epoch, train_loss, score, dev["wnut16"]["f1"],
-                     dev["wnut17"]["f1"], dev["btc"]["f1"],
-                     dev["semeval2017_4a"]["macro_recall"], dev["mitchell2013"]["f1"])
-            if score > self.best_score:
-                self.best_score, self.best_dev, stale = score, dev, 0
-                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                stale += 1
-            out_of_time = (config.time_budget_s is not None
-                           and time.monotonic() - self.started > config.time_budget_s)
-            if stale >= config.patience or out_of_time:
-                break
-
-    def restore_best(self) -> None:
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        self.model.eval()
-
-
-def self_training_sets(trainer: Trainer, config: TrainConfig) -> dict[str, list[Example]]:
-    """The best model's confident tags on the unlabeled tweets (model_export.pseudo_labels),
-    with the learning rate set back to ``pseudo_label_lr`` for the epochs that use them."""
-    trainer.restore_best()
-    unlabeled = unlabeled_token_lists(config)[: config.limit]  # limit: smoke runs, tests
-    found = pseudo_label_examples(trainer.model, trainer.vocab, model_labels(trainer.model),
-                                  unlabeled, config.pseudo_label_heads,
-                                  config.pseudo_label_threshold)
-    for task, examples in found.items():
-        log.info("%s: %d confident pseudo-labelled tweets", task, len(examples))
-    for group, scale in zip(trainer.optimizer.param_groups, trainer.lr_scales, strict=True):
-        group["lr"] = config.pseudo_label_lr * scale
-    return found
 
 
 def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
@@ -562,23 +409,73 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
         char_dim=config.char_dim, char_filters=config.char_filters, hidden=config.hidden,
         dilations=config.dilations, dropout=config.dropout, tweet_bow=config.tweet_bow,
         bow_dim=config.bow_dim, entity_tweet=config.entity_tweet,
-        entity_detach_pooled=config.entity_detach_pooled, crf=config.crf))
+        entity_detach_pooled=config.entity_detach_pooled))
     with torch.no_grad():
         model.word_embedding.weight.copy_(torch.from_numpy(matrix))
-    trainer = Trainer(model, vocab, config, MultiTaskLoss(sets, config, model), rng)
-    trainer.run(sets, config.epochs)
-    if config.pseudo_label_epochs > 0:
-        trainer.run({**sets, **self_training_sets(trainer, config)},
-                    config.pseudo_label_epochs)
-    trainer.restore_best()
-    calibration = (calibrate_heads(model, vocab, model_labels(model), config.data_dir,
-                                   config.mitchell_folds,
+    embedding = model.word_embedding.weight
+    embedding.requires_grad_(config.embedding_lr_scale > 0)
+    groups = [{"params": [p for p in model.parameters() if p is not embedding]}]
+    if config.embedding_lr_scale > 0:
+        groups.append({"params": [embedding], "lr": config.lr * config.embedding_lr_scale})
+    optimizer = torch.optim.Adam(groups, lr=config.lr)
+    # Halve the learning rate when the dev score stalls for an epoch.
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                           patience=0)
+    loss_fn = MultiTaskLoss(sets, config)
+    labels = LabelSpace(labels_document())
+    predict = torch_predictor(model, vocab, labels)
+    best_score, best_state, best_dev, stale = -1.0, None, {}, 0
+    history: list[dict] = []
+    losses: list[float] = []
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        batches = epoch_batches(sets, config, rng)
+        running = 0.0
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch")
+        for step, batch in enumerate(bar, start=1):
+            feeds = tensors(batch, vocab, config, rng, train=True)
+            outputs = model(*(feeds[n] for n in INPUT_NAMES))
+            loss = loss_fn(outputs, batch, feeds)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            losses.append(loss.item())
+            running += loss.item()
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{running / step:.3f}")
+        if not config.evaluate_dev:
+            history.append({"epoch": epoch,
+                            "train_loss": round(running / max(1, len(batches)), 4)})
+            continue
+        dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds)
+        score = dev_objective(dev, exclude=config.train_with_dev)
+        scheduler.step(score)
+        history.append({"epoch": epoch, "train_loss": round(running / max(1, len(batches)), 4),
+                        "dev_objective": round(score, 2), "dev": dev})
+        log.info("epoch %d loss %.3f dev %.2f (wnut16 %.1f wnut17 %.1f btc %.1f 4A %.3f "
+                 "mitchell %.1f)", epoch, running / max(1, len(batches)), score,
+                 dev["wnut16"]["f1"], dev["wnut17"]["f1"], dev["btc"]["f1"],
+                 dev["semeval2017_4a"]["macro_recall"], dev["mitchell2013"]["f1"])
+        if score > best_score:
+            best_score, best_dev, stale = score, dev, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        out_of_time = (config.time_budget_s is not None
+                       and time.monotonic() - started > config.time_budget_s)
+        if stale >= config.patience or out_of_time:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    calibration = (calibrate_heads(model, vocab, labels, config.data_dir, config.mitchell_folds,
                                    skip=config.train_with_dev)
                    if config.evaluate_dev else {})
     if config.evaluate_dev and config.tweet_prior_correction:
         calibration["tweet_sentiment"] = tweet_prior_correction(model, vocab, config.data_dir)
-    return TrainResult(model, vocab, trainer.history, trainer.best_dev, coverage,
-                       time.monotonic() - started, trainer.losses, calibration)
+    return TrainResult(model, vocab, history, best_dev, coverage,
+                       time.monotonic() - started, losses, calibration)
 
 
 def head_summary() -> dict:

@@ -84,20 +84,16 @@ def viterbi(
 
 
 def best_tags(
-    logits: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray,
-    learnt: bool = False,
+    logits: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray
 ) -> np.ndarray:
     """Viterbi result ``[B, T]``, computed only where it can differ from the greedy argmax.
 
     With hard 0 / forbidden transition scores, a greedy path that breaks no constraint is
     already the best path; most tweets are such (mostly ``O``), so Viterbi runs on the rest.
-    With ``learnt`` (CRF) transition scores every row needs it.
     """
     greedy = logits.argmax(axis=-1)
     if greedy.shape[1] == 0:
         return greedy
-    if learnt:
-        return viterbi(log_softmax(logits), lengths, start, trans)
     allowed = trans > _FORBIDDEN / 2
     active = np.arange(greedy.shape[1])[None, :] < lengths[:, None]
     bad_start = (start[greedy[:, 0]] <= _FORBIDDEN / 2) & active[:, 0]
@@ -131,22 +127,6 @@ def span_sentiment(entity_logits: np.ndarray, start: int, end: int) -> np.ndarra
     return softmax(entity_logits[start:end].mean(axis=0))
 
 
-def head_transitions(head: dict) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Start and transition scores of a head in ``labels.json``: the BIO constraints, plus
-    the CRF scores the model learnt where it has them (``start_scores``,
-    ``transition_scores``); the flag says whether learnt scores are present."""
-    start, trans = bio_constraints(head["tags"])
-    if "transition_scores" not in head:
-        return start, trans, False
-    size = len(head["tags"])
-    learnt_start = np.asarray(head["start_scores"], dtype=np.float32)
-    learnt_trans = np.asarray(head["transition_scores"], dtype=np.float32)
-    if learnt_start.shape != (size,) or learnt_trans.shape != (size, size):
-        raise ValueError(f"labels.json: CRF scores of shape {learnt_start.shape} / "
-                         f"{learnt_trans.shape} for {size} tags")
-    return start + learnt_start, trans + learnt_trans, True
-
-
 class LabelSpace:
     """What ``labels.json`` says: the heads, their tags and outputs, and the serving head."""
 
@@ -159,7 +139,7 @@ class LabelSpace:
         if tuple(document["sentiments"]) != SENTIMENTS:
             raise ValueError(f"labels.json sentiments {document['sentiments']} != {SENTIMENTS}")
         self._constraints = {
-            name: head_transitions(head) for name, head in self.ner_heads.items()
+            name: bio_constraints(head["tags"]) for name, head in self.ner_heads.items()
         }
 
     @classmethod
@@ -177,8 +157,8 @@ class LabelSpace:
         decoded: dict[str, np.ndarray] = {}
         for name in names:
             logits = outputs[self.ner_heads[name]["output"]]
-            start, trans, learnt = self._constraints[name]
-            decoded[name] = best_tags(logits, lengths, start, trans, learnt)
+            start, trans = self._constraints[name]
+            decoded[name] = best_tags(logits, lengths, start, trans)
         tweet_probs = softmax(outputs[self.tweet_output])
         entity_logits = outputs[self.entity_output]
         results = []

@@ -74,25 +74,3 @@ def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
     assert not torch.allclose(initial[rows], weights[rows])  # ...moved where tweets were read
     assert float(weights[0].abs().sum()) == 0.0  # padding row stays zero
     assert model.word_embedding.weight.grad is None  # frozen: never part of the optimiser
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("one_torch_thread")
-def test_self_training_continues_the_run_at_its_own_learning_rate(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=2,
-                         evaluate_dev=False, pseudo_label_epochs=1, pseudo_label_lr=3e-4)
-    sets = load_training_sets(config)
-    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
-    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
-    seen_lr: list[float] = []
-    original = torch.optim.Adam.step
-
-    def spy(self, *args, **kwargs):
-        seen_lr.append(self.param_groups[0]["lr"])
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", spy)
-    result = train(config, (vocab, matrix, 0.0))
-    assert [h["epoch"] for h in result.history] == [1, 2, 3]
-    assert seen_lr[0] == config.lr and seen_lr[-1] == 3e-4
