@@ -127,6 +127,13 @@ def span_sentiment(entity_logits: np.ndarray, start: int, end: int) -> np.ndarra
     return softmax(entity_logits[start:end].mean(axis=0))
 
 
+def nameable(key: str) -> bool:
+    """Whether an entity key names something: a span the head tags on bare symbols (the
+    ``@`` and ``#`` of ``!@#$*``) has no letter or digit, and an empty key would be refused
+    downstream, so such spans are not reported as mentions."""
+    return any(ch.isalnum() for ch in key)
+
+
 class LabelSpace:
     """What ``labels.json`` says: the heads, their tags and outputs, and the serving head."""
 
@@ -260,13 +267,16 @@ class Analyzer:
         for text, tokens, analysis in zip(texts, tokenised, analyses, strict=True):
             mentions = []
             for start, end, kind in bio_spans(analysis.tags[serving]):
+                surface = text[tokens[start].start : tokens[end - 1].end]
+                key = entity_key(surface)
+                if not nameable(key):
+                    continue
                 probs = span_sentiment(analysis.entity_sentiment_logits, start, end)
                 best = int(probs.argmax())
-                surface = text[tokens[start].start : tokens[end - 1].end]
                 mentions.append(
                     Mention(
                         entity=surface,
-                        entity_key=entity_key(surface),
+                        entity_key=key,
                         type=kind,
                         start=tokens[start].start,
                         end=tokens[end - 1].end,

@@ -15,12 +15,13 @@ from stream.inference import (
     bio_constraints,
     bio_spans,
     log_softmax,
+    nameable,
     span_sentiment,
     viterbi,
 )
 from stream.predictions import SENTIMENTS
 from stream.settings import DEFAULT_MODEL_DIR
-from stream.textproc import entity_key
+from stream.textproc import entity_key, tokenize
 
 TAGS = ["O", "B-person", "I-person", "B-company", "I-company"]
 
@@ -114,6 +115,24 @@ def test_analyze_real_tweets_gives_consistent_mentions(analyzer: Analyzer):
             assert mention.score == max(mention.probs)
     assert found >= 3  # New York, Lakers/Celtics/Kobe Bryant, Apple/Samsung...
     assert predictions[4].mentions == [] and predictions[5].mentions == []
+
+
+def test_spans_on_bare_symbols_are_not_mentions(analyzer: Analyzer):
+    """SemEval tweets on which a shipped head tagged the lone ``@`` / ``#`` of ``!@#$*`` and
+    ``!@@@`` as musicartists: their entity key is empty, and the alert agent refused it."""
+    texts = ["@hughhewitt @realDonaldTrump (D)s have absolutely lost their !@#$* Hacks "
+             "@elizabethforma & @RepCummings calling for Trump to be investigated",
+             "@jpus_br @ricky_martin oh my godddd!@@@"]
+    tokens = [[t.text for t in tokenize(text)] for text in texts]
+    serving = analyzer.labels.serving_head
+    spans = [[" ".join(toks[b:e]) for b, e, _ in bio_spans(a.tags[serving])]
+             for toks, a in zip(tokens, analyzer.analyze_tokens(tokens, [serving]), strict=True)]
+    predictions = analyzer.analyze(texts)
+    for found, prediction in zip(spans, predictions, strict=True):
+        kept = [s for s in found if nameable(entity_key(s))]
+        assert [m.entity_key for m in prediction.mentions] == [entity_key(s) for s in kept]
+        assert all(m.entity_key and nameable(m.entity_key) for m in prediction.mentions)
+    assert not nameable("") and not nameable("!!!") and nameable("trump") and nameable("7")
 
 
 def test_a_tweet_scores_the_same_alone_and_in_a_batch(analyzer: Analyzer):
