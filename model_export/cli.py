@@ -106,7 +106,7 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
 @click.option("--epochs", type=int, default=16, show_default=True, help="Most epochs.")
 @click.option("--patience", type=int, default=4, show_default=True,
               help="Epochs without dev improvement before stopping.")
-@click.option("--seed", type=int, default=15, show_default=True, help="Seed of the network.")
+@click.option("--seed", type=int, default=13, show_default=True, help="Seed of the network.")
 @click.option("--embedding-seed", type=int, default=15, show_default=True,
               help="Seed of the FastText vectors.")
 @click.option("--limit", type=int, default=None, help="Examples per training set (smoke runs).")

@@ -64,8 +64,9 @@ class TrainConfig:
 
     data_dir: Path
     work_dir: Path = Path("runs")
-    # Seeds 15/15: the highest dev objective of three runs (13, 14, 15) of this recipe.
-    seed: int = 15
+    # Network seed 13, vectors seed 15: the highest dev objective of three runs (network
+    # seeds 13, 14, 15) on the one-worker (reproducible) vectors.
+    seed: int = 13
     # Seed of the FastText vectors (and of the unknown-word row), apart from the network's,
     # so experiments can hold cached vectors fixed while the network seed changes, or vary
     # both (gensim's two worker threads make fresh vectors differ slightly anyway).
