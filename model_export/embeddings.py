@@ -57,7 +57,7 @@ def train_vectors(
 
     One worker thread by default: gensim's training is then the same bytes on every run of a
     seed (with two, thread scheduling changes the vectors, and a retrained model moved by
-    up to 0.01 in SemEval-4A macro recall), at about twice the time.
+    up to 0.012 in SemEval-4A macro recall), at about twice the time.
     """
     from gensim.models import FastText
     from gensim.models.keyedvectors import KeyedVectors

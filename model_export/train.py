@@ -69,7 +69,7 @@ class TrainConfig:
     seed: int = 13
     # Seed of the FastText vectors (and of the unknown-word row), apart from the network's,
     # so experiments can hold cached vectors fixed while the network seed changes, or vary
-    # both (gensim's two worker threads make fresh vectors differ slightly anyway).
+    # both.
     embedding_seed: int = 15
     # 60,000 words (every word seen twice or more is 72,764): entity tokens of WNUT16 test
     # in the vocabulary 79% -> 83%; stored fp16 to stay under the artifact limit.

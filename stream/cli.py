@@ -182,9 +182,9 @@ def history(entity: str, days: int, as_json: bool) -> None:
     """Daily mentions of ENTITY by sentiment (any spelling: @Apple, #apple, Apple)."""
     from stream.history import entity_history
     from stream.storage import create_engine
-    from stream.textproc import entity_key
+    from stream.textproc import entity_key, nameable
 
-    if not any(ch.isalnum() for ch in entity_key(entity)):
+    if not nameable(entity_key(entity)):
         raise click.BadParameter("entity must contain letters or digits", param_hint="ENTITY")
     settings = load_settings()
 

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from stream.predictions import SENTIMENTS, Mention, TweetPrediction
-from stream.textproc import Vocab, entity_key, tokenize
+from stream.textproc import Vocab, entity_key, nameable, tokenize
 
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 _FORBIDDEN = -1e4
@@ -125,13 +125,6 @@ def bio_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
 def span_sentiment(entity_logits: np.ndarray, start: int, end: int) -> np.ndarray:
     """Sentiment probabilities toward a mention: softmax of its tokens' mean logits."""
     return softmax(entity_logits[start:end].mean(axis=0))
-
-
-def nameable(key: str) -> bool:
-    """Whether an entity key names something: a span the head tags on bare symbols (the
-    ``@`` and ``#`` of ``!@#$*``) has no letter or digit, and an empty key would be refused
-    downstream, so such spans are not reported as mentions."""
-    return any(ch.isalnum() for ch in key)
 
 
 class LabelSpace:
@@ -269,7 +262,7 @@ class Analyzer:
             for start, end, kind in bio_spans(analysis.tags[serving]):
                 surface = text[tokens[start].start : tokens[end - 1].end]
                 key = entity_key(surface)
-                if not nameable(key):
+                if not nameable(key):  # bare symbols, e.g. the lone '#' of '!@#$*'
                     continue
                 probs = span_sentiment(analysis.entity_sentiment_logits, start, end)
                 best = int(probs.argmax())

@@ -82,6 +82,12 @@ def entity_key(surface: str) -> str:
     return key or text
 
 
+def nameable(key: str) -> bool:
+    """Whether an entity key names something (has a letter or digit): a span tagged on bare
+    symbols, or a history query for one, names nothing, and its key may even be empty."""
+    return any(ch.isalnum() for ch in key)
+
+
 class Vocab:
     """Word and character vocabularies (index 0 = padding, 1 = unknown)."""
 

@@ -15,13 +15,12 @@ from stream.inference import (
     bio_constraints,
     bio_spans,
     log_softmax,
-    nameable,
     span_sentiment,
     viterbi,
 )
 from stream.predictions import SENTIMENTS
 from stream.settings import DEFAULT_MODEL_DIR
-from stream.textproc import entity_key, tokenize
+from stream.textproc import entity_key, nameable, tokenize
 
 TAGS = ["O", "B-person", "I-person", "B-company", "I-company"]
 
