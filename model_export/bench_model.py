@@ -11,7 +11,7 @@ ONNX file) in place of the onnxruntime session inside the same pre/post-processi
 
 Beside the end-to-end rate each row reports the pure model rate (``session.run`` / torch
 forward on pre-encoded batches) and the stage split. FLOPs per tweet are counted analytically
-from the ONNX graph's Conv/MatMul/Gemm weights at the measured mean tweet length, and the
+from the ONNX graph's Conv/LSTM/MatMul/Gemm weights at the measured mean tweet length, and the
 achieved GFLOP/s are set beside a float32 matrix-multiply probe (numpy and onnxruntime) at the
 same thread count. torch is imported only inside the child processes that need it.
 """
@@ -51,8 +51,8 @@ def flops_per_tweet(onnx_path: Path, mean_tokens: float, mean_chars: float) -> d
     """Multiply-add FLOPs (2 per MAC) of one tweet, from the weights of the fp32 graph.
 
     Conv layers whose input channels are the character-embedding width run once per character
-    (``mean_chars`` per tweet, at most 20 per token); the other convolutions and the MatMul
-    heads once per token; Gemm layers (pooled sentence features) once per tweet. Embedding
+    (``mean_chars`` per tweet, at most 20 per token); the other convolutions, LSTM steps and
+    the MatMul heads once per token; Gemm layers (pooled sentence features) once per tweet. Embedding
     gathers, masks, ReLU and pooling are elementwise and left out (well under 1 % here).
     """
     import onnx
@@ -75,6 +75,9 @@ def flops_per_tweet(onnx_path: Path, mean_tokens: float, mean_chars: float) -> d
             macs, unit = int(_prod(shape)), "token"
         elif node.op_type == "Gemm":
             macs, unit = int(_prod(shape)), "tweet"
+        elif node.op_type == "LSTM":  # input weights W [1,4h,in] and recurrent R [1,4h,h]
+            macs = int(_prod(shape)) + int(_prod(weights[node.input[2]]))
+            unit = "token"
         else:
             continue
         layers.append({"node": node.name or node.op_type, "op": node.op_type,
@@ -89,7 +92,7 @@ def flops_per_tweet(onnx_path: Path, mean_tokens: float, mean_chars: float) -> d
     return {"flops_per_tweet": total, "per_char": per_char, "per_token": per_token,
             "per_tweet": per_tweet, "mean_tokens": mean_tokens, "mean_chars": mean_chars,
             "layers": layers,
-            "method": "analytic: 2 x MACs of every Conv/MatMul/Gemm weight in model.onnx, "
+            "method": "analytic: 2 x MACs of every Conv/LSTM/MatMul/Gemm weight in model.onnx, "
                       "char convs x mean chars, token layers x mean tokens, Gemm x 1; "
                       "unpadded (useful) work at the measured mean length"}
 
@@ -181,11 +184,34 @@ def load_torch_model(model_dir: Path):
             if add.op_type == "Add" and bias:
                 weight = torch.from_numpy(arrays[node.input[1]].T.copy())
                 state[bias.removesuffix(".bias") + ".weight"] = weight
+    state.update(_lstm_weights(graph, arrays))
     missing = sorted(set(model.state_dict()) - set(state))
     if missing:
         raise RuntimeError(f"cannot map ONNX weights to the torch model: {missing}")
     model.load_state_dict(state)
     return model.eval()
+
+
+def _lstm_weights(graph, arrays: dict[str, Any]) -> dict[str, Any]:
+    """torch LSTM weights from the exporter's ONNX ``LSTM`` nodes (named after their module,
+    ``/lstm_forward/LSTM``): ONNX stacks the gates i, o, f, c and joins both biases, torch
+    stacks i, f, c, o."""
+    import numpy as np
+    import torch
+
+    state = {}
+    for node in graph.node:
+        if node.op_type != "LSTM":
+            continue
+        module = node.name.strip("/").split("/")[0]
+        w, r, b = (arrays[name][0] for name in node.input[1:4])
+        gates = w.shape[0] // 4
+        order = np.concatenate([np.arange(g * gates, (g + 1) * gates) for g in (0, 2, 3, 1)])
+        state[f"{module}.weight_ih_l0"] = torch.from_numpy(w[order].copy())
+        state[f"{module}.weight_hh_l0"] = torch.from_numpy(r[order].copy())
+        state[f"{module}.bias_ih_l0"] = torch.from_numpy(b[: 4 * gates][order].copy())
+        state[f"{module}.bias_hh_l0"] = torch.from_numpy(b[4 * gates:][order].copy())
+    return state
 
 
 def _timed(fn, repeats: int) -> float:

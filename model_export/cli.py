@@ -115,6 +115,9 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
 @click.option("--embedding-epochs", type=int, default=20, show_default=True,
               help="FastText passes over the unlabeled and training tweets.")
 @click.option("--hidden", type=int, default=96, show_default=True, help="Encoder width.")
+@click.option("--encoder", type=click.Choice(["idcnn", "bilstm", "idcnn-bilstm"]), default=None,
+              help="Contextual encoder: dilated convolutions (default idcnn), a BiLSTM, or "
+              "the BiLSTM after the convolutions.")
 @click.option("--char-filters", type=int, default=16, show_default=True,
               help="Char-CNN filters.")
 @click.option("--char-dim", type=int, default=8, show_default=True,
@@ -165,7 +168,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
                   task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
                   tweet_prior_correction: bool | None, tweet_class_power: float | None,
-                  threads: int) -> None:
+                  encoder: str | None, threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
@@ -189,7 +192,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
             ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weight),
             ("sentiment_per_epoch", sentiment_per_epoch),
             ("tweet_prior_correction", tweet_prior_correction),
-            ("tweet_class_power", tweet_class_power),
+            ("tweet_class_power", tweet_class_power), ("encoder", encoder),
             ("train_with_dev",
              tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
         ) if value is not None},

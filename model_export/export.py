@@ -56,7 +56,7 @@ def quantize_int8(source: Path, target: Path) -> None:
         str(source),
         str(target),
         weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+        op_types_to_quantize=["MatMul", "Gemm", "Gather", "LSTM"],
     )
 
 

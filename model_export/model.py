@@ -16,6 +16,8 @@ from torch import nn
 
 from model_export.heads import NER_HEADS
 
+ENCODERS = ("idcnn", "bilstm", "idcnn-bilstm")
+
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
@@ -45,6 +47,9 @@ class ModelConfig:
     # The entity-sentiment head reads a detached copy of the pooled tweet states, so entity
     # losses train the encoder only through the token states of the mention itself.
     entity_detach_pooled: bool = False
+    # "idcnn": the dilated convolutions alone; "bilstm": one bidirectional LSTM layer (width
+    # ``hidden // 2`` per direction) instead of them; "idcnn-bilstm": the LSTM after them.
+    encoder: str = "idcnn"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,10 +68,20 @@ class TweetTagger(nn.Module):
         self.char_embedding = nn.Embedding(config.n_chars, config.char_dim, padding_idx=0)
         self.char_conv = nn.Conv1d(config.char_dim, config.char_filters, 3, padding=1)
         self.project = nn.Conv1d(config.word_dim + config.char_filters, config.hidden, 1)
+        if config.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {config.encoder!r}; one of {ENCODERS}")
         self.blocks = nn.ModuleList(
             nn.Conv1d(config.hidden, config.hidden, 3, padding=d, dilation=d)
-            for d in config.dilations
+            for d in (config.dilations if "idcnn" in config.encoder else ())
         )
+        # Two one-way LSTMs rather than nn.LSTM(bidirectional=True): the backward one reads
+        # each tweet reversed within its own length, so padding never enters a real token's
+        # state and a tweet scores the same in any batch (the ONNX LSTM op then needs no
+        # sequence lengths).
+        self.lstm_forward = self.lstm_backward = None
+        if "bilstm" in config.encoder:
+            self.lstm_forward = nn.LSTM(config.hidden, config.hidden // 2, batch_first=True)
+            self.lstm_backward = nn.LSTM(config.hidden, config.hidden // 2, batch_first=True)
         self.dropout = nn.Dropout(config.dropout)
         self.ner_heads = nn.ModuleList(nn.Linear(config.hidden, len(h.tags)) for h in NER_HEADS)
         self.entity_token = nn.Linear(config.hidden, 3)
@@ -92,6 +107,22 @@ class TweetTagger(nn.Module):
         conv = torch.relu(self.char_conv(emb)) * present
         return conv.max(dim=2).values.reshape(batch, steps, -1)
 
+    def bilstm(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B,H,T] -> [B,H,T] states of both directions (padding positions are garbage and
+        masked by the caller)."""
+        seq = hidden.transpose(1, 2)  # [B,T,H]
+        steps = seq.shape[1]
+        position = torch.arange(steps, device=seq.device).unsqueeze(0)  # [1,T]
+        last = lengths.unsqueeze(1) - 1
+        # Reverse the first ``length`` steps of each row, leave the padding where it is.
+        order = torch.where(position <= last, last - position, position)  # [B,T]
+        order = order.unsqueeze(2).expand(-1, -1, seq.shape[2])
+        ahead, _ = self.lstm_forward(seq)
+        behind, _ = self.lstm_backward(seq.gather(1, order))
+        order = order[:, :, : behind.shape[2]]
+        behind = behind.gather(1, order)
+        return torch.cat([ahead, behind], dim=2).transpose(1, 2)
+
     def forward(
         self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
@@ -103,6 +134,8 @@ class TweetTagger(nn.Module):
         hidden = torch.relu(self.project(self.dropout(features).transpose(1, 2))) * maskf
         for block in self.blocks:
             hidden = (hidden + torch.relu(block(self.dropout(hidden)))) * maskf
+        if self.lstm_forward is not None and self.lstm_backward is not None:
+            hidden = (hidden + self.bilstm(self.dropout(hidden), lengths)) * maskf
         tokens = self.dropout(hidden.transpose(1, 2))  # [B,T,H]
         count = lengths.clamp(min=1).unsqueeze(1).to(torch.float32)
         mean = hidden.sum(dim=2) / count

@@ -82,6 +82,7 @@ class TrainConfig:
     char_dim: int = 8
     char_filters: int = 16
     dilations: tuple[int, ...] = (1, 2, 4)
+    encoder: str = "idcnn"  # ModelConfig.encoder
     dropout: float = 0.3
     tweet_bow: bool = True
     bow_dim: int = 16  # the tweet head's own bag-of-words table (0: shared word vectors)
@@ -410,7 +411,7 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
         char_dim=config.char_dim, char_filters=config.char_filters, hidden=config.hidden,
         dilations=config.dilations, dropout=config.dropout, tweet_bow=config.tweet_bow,
         bow_dim=config.bow_dim, entity_tweet=config.entity_tweet,
-        entity_detach_pooled=config.entity_detach_pooled))
+        entity_detach_pooled=config.entity_detach_pooled, encoder=config.encoder))
     with torch.no_grad():
         model.word_embedding.weight.copy_(torch.from_numpy(matrix))
     embedding = model.word_embedding.weight

@@ -51,7 +51,10 @@ def test_flops_count_matches_the_layers() -> None:
     labels = json.loads((MODEL_DIR / "labels.json").read_text())
     tags = sum(len(head["tags"]) for head in labels["ner_heads"].values())
     counted = flops_per_tweet(MODEL_DIR / "model.onnx", mean_tokens=10.0, mean_chars=40.0)
-    per_token = 2 * (h * (w + f) + len(cfg["dilations"]) * h * h * 3 + h * (tags + 3))
+    encoder = cfg.get("encoder", "idcnn")
+    convs = len(cfg["dilations"]) * h * h * 3 if "idcnn" in encoder else 0
+    lstms = 2 * 4 * (h // 2) * (h + h // 2) if "bilstm" in encoder else 0  # two directions
+    per_token = 2 * (h * (w + f) + convs + lstms + h * (tags + 3))
     assert counted["per_token"] == per_token
     assert counted["per_char"] == 2 * f * c * 3
     bag = (cfg.get("bow_dim") or w) if cfg.get("tweet_bow") else 0
@@ -90,3 +93,35 @@ def test_bench_model_smoke_writes_sane_results(tmp_path: Path) -> None:
     assert "| onnx-int8 | 1 | 16 |" in table and "GFLOP/s" in table
     assert (out / "model_throughput.png").read_bytes()[:4] == b"\x89PNG"
     assert "tweets/s" in proc.stdout
+
+
+def test_torch_model_is_rebuilt_from_an_lstm_graph(tmp_path: Path) -> None:
+    """The exporter reorders and renames LSTM weights; load_torch_model must undo that, or the
+    torch baseline of an LSTM encoder would run other weights than the ONNX model."""
+    import onnxruntime as ort
+    import torch
+
+    from model_export.embeddings import build_vocab
+    from model_export.export import export_onnx
+    from model_export.heads import INPUT_NAMES
+    from model_export.model import ModelConfig, TweetTagger
+    from stream.textproc import tokenize
+
+    texts = [[t.text for t in tokenize(x)] for x in sample_tweets(SETTINGS.data_dir, 32)]
+    vocab = build_vocab(texts, max_words=2000, min_count=1)
+    torch.manual_seed(0)
+    config = ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars), hidden=32,
+                         tweet_bow=True, bow_dim=8, encoder="idcnn-bilstm")
+    model = TweetTagger(config).eval()
+    export_onnx(model, vocab, tmp_path / "model.onnx", texts[:4])
+    (tmp_path / "model_card.json").write_text(json.dumps({"model_config": config.to_dict()}))
+    rebuilt = load_torch_model(tmp_path)
+    feeds = vocab.encode(texts)
+    expected = ort.InferenceSession(str(tmp_path / "model.onnx"),
+                                    providers=["CPUExecutionProvider"]).run(None, feeds)
+    with torch.inference_mode():
+        got = rebuilt(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
+    for e, g in zip(expected, got, strict=True):
+        np.testing.assert_allclose(g.numpy(), e, atol=1e-4)
+    lstm_flops = flops_per_tweet(tmp_path / "model.onnx", 10.0, 40.0)["layers"]
+    assert sum(layer["op"] == "LSTM" for layer in lstm_flops) == 2

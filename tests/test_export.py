@@ -20,7 +20,7 @@ from model_export.export import (
     store_embedding_fp16,
 )
 from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
-from model_export.model import ModelConfig, TweetTagger
+from model_export.model import ENCODERS, ModelConfig, TweetTagger
 from model_export.readers import read_conll
 from stream.settings import Settings
 
@@ -34,12 +34,14 @@ def sentences() -> list[list[str]]:
     return [s.tokens for s in read_conll(DATA / "wnut16" / "dev.conll").sentences]
 
 
-@pytest.fixture(scope="module")
-def exported(sentences: list[list[str]], tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=ENCODERS)
+def exported(sentences: list[list[str]], tmp_path_factory: pytest.TempPathFactory,
+             request: pytest.FixtureRequest):
+    """Each encoder, exported with non-trivial weights (the tests below run on every one)."""
     torch.manual_seed(0)
     vocab = build_vocab(sentences[:500], max_words=3000)
     model = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars),
-                                    tweet_bow=True))
+                                    tweet_bow=True, encoder=request.param))
     with torch.no_grad():  # non-trivial weights everywhere, as after training
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.05)
