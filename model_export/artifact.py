@@ -18,11 +18,13 @@ from model_export.export import (
     parity,
     quantize_int8,
     round_embedding_to_fp16,
+    round_word_table_to_int8,
     store_embedding_fp16,
+    store_word_table_int8,
 )
 from model_export.heads import SERVING_HEAD, labels_document
 from model_export.readers import read_conll
-from model_export.train import TrainConfig, TrainResult, head_summary
+from model_export.train import EnsembleResult, TrainConfig, TrainResult, head_summary
 from stream.inference import MODEL_FILES, file_sha256
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,16 @@ SERVING_CHOICE = (
     "person, ...) are what reputation alerts are about; WNUT17/BTC heads train the shared "
     "encoder and are evaluated on their own test sets.{transfer} The Mitchell-trained "
     "'targets' head finds opinion targets for the span+polarity evaluation."
+)
+ARCHITECTURE = (
+    "one network per encoder ({encoders}), each: char-CNN + frozen FastText word vectors "
+    "-> encoder -> NER heads (wnut16, wnut17, btc, targets), token entity sentiment, tweet "
+    "sentiment; the artifact serves {mean}"
+)
+CALIBRATION = (
+    "per member: O-logit offset per NER head, chosen on its dev split and folded into the "
+    "head's O bias; tweet_sentiment: -beta x log(train prior) added to the tweet head's bias, "
+    "beta chosen on 4A val (model_export/calibrate.py)"
 )
 TRANSFER_NOTE = (
     " BTC spans also train the WNUT16 and WNUT17 heads as partial labels (the set of tags "
@@ -72,7 +84,20 @@ def parity_batches(data_dir: Path) -> list[list[list[str]]]:
     return [sentences[:1], sentences[1:33], sentences[33:289]]
 
 
-def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> dict:
+def member_summary(member: TrainResult) -> dict:
+    """A member network's training record for the card."""
+    return {
+        "encoder": member.encoder,
+        "model_config": member.model.config.to_dict(),
+        "training_wall_s": round(member.wall_s, 1),
+        "epochs_run": len(member.history),
+        "best_dev": member.best_dev,
+        "calibration": member.calibration,
+        "dev_history": [{k: v for k, v in h.items() if k != "dev"} for h in member.history],
+    }
+
+
+def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -> dict:
     """Export, check parity, quantise and evaluate; returns the model card."""
     import onnx
     import onnxruntime
@@ -84,8 +109,12 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
     batches = parity_batches(config.data_dir)
     if config.embedding_fp16:
         round_embedding_to_fp16(result.model)
+    if config.word_table_int8:
+        round_word_table_to_int8(result.model)
     export_onnx(result.model, result.vocab, onnx_path, batches[1])
     quantize_int8(onnx_path, int8_path)
+    if config.word_table_int8:
+        store_word_table_int8(onnx_path)
     if config.embedding_fp16:
         store_embedding_fp16(onnx_path)
     worst = parity(result.model, result.vocab, onnx_path, batches)
@@ -95,32 +124,32 @@ def write_artifact(result: TrainResult, config: TrainConfig, out_dir: Path) -> d
     (out_dir / "labels.json").write_text(json.dumps(labels_document(), indent=1) + "\n",
                                          encoding="utf-8")
     now = dt.datetime.now(dt.UTC)
+    members = [member_summary(m) for m in result.members]
+    word_table = ("int8 rows + per-row scale" if config.word_table_int8
+                  else "fp16 + Cast" if config.embedding_fp16 else "fp32")
     card = {
         "version": f"{now:%Y%m%d}-{file_sha256(onnx_path)[:8]}",
         "created_at": now.isoformat(timespec="seconds"),
-        "architecture": "char-CNN + FastText-initialised word embeddings -> dilated CNN "
-        "(ID-CNN) encoder -> NER heads (wnut16, wnut17, btc, targets), token entity "
-        "sentiment, tweet sentiment",
+        "architecture": ARCHITECTURE.format(
+            encoders=" + ".join(config.encoders),
+            mean="the mean of their outputs" if len(members) > 1 else "its outputs"),
         "serving_ner_head": SERVING_HEAD,
         "serving_choice": serving_choice(config),
         "heads": head_summary(),
-        "model_config": result.model.config.to_dict(),
+        "model_config": {"members": [m["model_config"] for m in members]},
         "parameters": sum(p.numel() for p in result.model.parameters()),
         "train_config": config.to_dict(),
         "seed": config.seed,
         "training_wall_s": round(result.wall_s, 1),
         "embedding_coverage": round(result.embedding_coverage, 4),
-        "epochs_run": len(result.history),
-        "best_dev": result.best_dev,
-        "calibration": {"what": "O-logit offset per NER head, chosen on its dev split and "
-                        "folded into the head's O bias; tweet_sentiment: -beta x log(train "
-                        "prior) added to the tweet head's bias, beta chosen on 4A val "
-                        "(model_export/calibrate.py)",
-                        **result.calibration},
-        "dev_history": [{k: v for k, v in h.items() if k != "dev"} for h in result.history],
+        "members": members,
+        "dev": {"what": "dev scores of the served model (the members' mean, each member "
+                "calibrated); WNUT16 dev is training data and left out of the objective",
+                "objective": result.dev_objective, "scores": result.dev},
+        "calibration_method": CALIBRATION,
         "export": {"opset": 17, "parity_max_abs_diff": worst,
-                   "int8": "onnxruntime dynamic quantisation (MatMul, Gemm, Gather)",
-                   "word_table": "fp16 + Cast" if config.embedding_fp16 else "fp32"},
+                   "int8": "onnxruntime dynamic quantisation (MatMul, Gemm, Gather, LSTM)",
+                   "word_table": word_table},
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                      "onnx": onnx.__version__, "python": platform.python_version()},
         "sources": SOURCES,

@@ -52,8 +52,9 @@ def flops_per_tweet(onnx_path: Path, mean_tokens: float, mean_chars: float) -> d
 
     Conv layers whose input channels are the character-embedding width run once per character
     (``mean_chars`` per tweet, at most 20 per token); the other convolutions, LSTM steps and
-    the MatMul heads once per token; Gemm layers (pooled sentence features) once per tweet. Embedding
-    gathers, masks, ReLU and pooling are elementwise and left out (well under 1 % here).
+    the MatMul heads once per token; Gemm layers (pooled sentence features) once per tweet.
+    Embedding gathers, masks, ReLU, pooling and the LSTM gates' elementwise work are left out
+    (well under 1 % here).
     """
     import onnx
     from onnx import numpy_helper
@@ -146,30 +147,38 @@ def _torch_runner(model_dir: Path, threads: int):
 
 
 def load_torch_model(model_dir: Path):
-    """``TweetTagger`` with the weights of ``model.onnx`` (the artifact ships no torch file).
+    """``TweetTagger`` (or ``TweetEnsemble``) with the weights of ``model.onnx`` (the artifact
+    ships no torch file).
 
     Named initializers map to the state dict by name; the linear heads that the exporter
     turned into anonymous ``MatMul`` weights are found through the ``Add`` of their named bias.
     """
+    import numpy as np
     import onnx
     import torch
     from onnx import numpy_helper
 
-    from model_export.model import ModelConfig, TweetTagger
+    from model_export.model import ModelConfig, TweetEnsemble, TweetTagger
 
     graph = onnx.load(str(model_dir / "model.onnx")).graph
     arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for name in [n for n in arrays if f"{n}_scale" in arrays]:  # int8 rows (word table)
+        arrays[name] = arrays[name].astype(np.float32) * arrays.pop(f"{name}_scale")
     card_path = model_dir / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    if "model_config" in card:
-        cfg = dict(card["model_config"])
-        cfg["dilations"] = tuple(cfg["dilations"])
-        config = ModelConfig(**cfg)
+    configs = card.get("model_config", {})
+    configs = configs.get("members", [configs]) if configs else []
+    if configs:
+        members = [TweetTagger(ModelConfig(**{**cfg, "dilations": tuple(cfg["dilations"])}))
+                   for cfg in configs]
     else:
         words, word_dim = arrays["word_embedding.weight"].shape
-        config = ModelConfig(n_words=words, n_chars=arrays["char_embedding.weight"].shape[0],
-                             word_dim=word_dim, hidden=arrays["project.weight"].shape[0])
-    model = TweetTagger(config)
+        members = [TweetTagger(ModelConfig(
+            n_words=words, n_chars=arrays["char_embedding.weight"].shape[0],
+            word_dim=word_dim, hidden=arrays["project.weight"].shape[0]))]
+    for member in members[1:]:
+        member.word_embedding = members[0].word_embedding  # stored once in the graph
+    model = members[0] if len(members) == 1 else TweetEnsemble(members)
     state = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()
              if k in model.state_dict()}
     consumers: dict[str, list[Any]] = {}
@@ -185,6 +194,10 @@ def load_torch_model(model_dir: Path):
                 weight = torch.from_numpy(arrays[node.input[1]].T.copy())
                 state[bias.removesuffix(".bias") + ".weight"] = weight
     state.update(_lstm_weights(graph, arrays))
+    shared = next((state[k] for k in state if k.endswith("word_embedding.weight")), None)
+    for key in model.state_dict():
+        if key.endswith("word_embedding.weight") and key not in state and shared is not None:
+            state[key] = shared
     missing = sorted(set(model.state_dict()) - set(state))
     if missing:
         raise RuntimeError(f"cannot map ONNX weights to the torch model: {missing}")
@@ -193,8 +206,8 @@ def load_torch_model(model_dir: Path):
 
 
 def _lstm_weights(graph, arrays: dict[str, Any]) -> dict[str, Any]:
-    """torch LSTM weights from the exporter's ONNX ``LSTM`` nodes (named after their module,
-    ``/lstm_forward/LSTM``): ONNX stacks the gates i, o, f, c and joins both biases, torch
+    """torch LSTM weights from the exporter's ONNX ``LSTM`` nodes (named after their module
+    path, ``/members.0/lstm_forward/LSTM``): ONNX stacks the gates i, o, f, c and joins both biases, torch
     stacks i, f, c, o."""
     import numpy as np
     import torch
@@ -203,7 +216,7 @@ def _lstm_weights(graph, arrays: dict[str, Any]) -> dict[str, Any]:
     for node in graph.node:
         if node.op_type != "LSTM":
             continue
-        module = node.name.strip("/").split("/")[0]
+        module = ".".join(node.name.strip("/").split("/")[:-1])  # members.0.lstm_forward
         w, r, b = (arrays[name][0] for name in node.input[1:4])
         gates = w.shape[0] // 4
         order = np.concatenate([np.arange(g * gates, (g + 1) * gates) for g in (0, 2, 3, 1)])

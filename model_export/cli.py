@@ -95,6 +95,21 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
     return weights
 
 
+def parse_encoders(_ctx: click.Context, _param: click.Parameter,
+                   value: str | None) -> tuple[str, ...] | None:
+    """``"idcnn,bilstm"`` -> ``("idcnn", "bilstm")``; None when not given."""
+    if value is None:
+        return None
+    from model_export.model import ENCODERS
+
+    encoders = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [e for e in encoders if e not in ENCODERS]
+    if not encoders or unknown:
+        raise click.BadParameter(f"{value!r}: expected a comma-separated list of "
+                                 f"{', '.join(ENCODERS)}")
+    return encoders
+
+
 @click.command("train")
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Data folder (default: the data_dir setting, ../shared/data).")
@@ -115,9 +130,11 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
 @click.option("--embedding-epochs", type=int, default=20, show_default=True,
               help="FastText passes over the unlabeled and training tweets.")
 @click.option("--hidden", type=int, default=96, show_default=True, help="Encoder width.")
-@click.option("--encoder", type=click.Choice(["idcnn", "bilstm", "idcnn-bilstm"]), default=None,
-              help="Contextual encoder: dilated convolutions (default idcnn), a BiLSTM, or "
-              "the BiLSTM after the convolutions.")
+@click.option("--encoders", default=None, callback=parse_encoders, metavar="LIST",
+              help="One network per encoder, served as the mean of their outputs "
+              "(comma-separated: idcnn = dilated convolutions, bilstm, idcnn-bilstm = the "
+              "BiLSTM after the convolutions; default idcnn,bilstm,idcnn-bilstm; one name: "
+              "a single network).")
 @click.option("--char-filters", type=int, default=16, show_default=True,
               help="Char-CNN filters.")
 @click.option("--char-dim", type=int, default=8, show_default=True,
@@ -168,38 +185,43 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
                   task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
                   tweet_prior_correction: bool | None, tweet_class_power: float | None,
-                  encoder: str | None, threads: int) -> None:
+                  encoders: tuple[str, ...] | None, threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
     from model_export.artifact import write_artifact
-    from model_export.train import TrainConfig, train
+    from model_export.train import TrainConfig, train_ensemble
 
     torch.set_num_threads(threads)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
-    config = TrainConfig(
-        data_dir=data_dir or settings.data_dir, work_dir=work_dir, seed=seed, epochs=epochs,
-        patience=patience, limit=limit, embedding_seed=embedding_seed,
-        embedding_epochs=embedding_epochs, hidden=hidden,
-        char_filters=char_filters, char_dim=char_dim,
-        time_budget_s=None if time_budget_min is None else 60 * time_budget_min,
-        **{name: value for name, value in (
-            ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
-            ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
-            ("max_words", max_words), ("entity_tweet", entity_tweet),
-            ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weight),
-            ("sentiment_per_epoch", sentiment_per_epoch),
-            ("tweet_prior_correction", tweet_prior_correction),
-            ("tweet_class_power", tweet_class_power), ("encoder", encoder),
-            ("train_with_dev",
-             tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
-        ) if value is not None},
-    )
-    result = train(config)
+    try:
+        config = TrainConfig(
+            data_dir=data_dir or settings.data_dir, work_dir=work_dir, seed=seed, epochs=epochs,
+            patience=patience, limit=limit, embedding_seed=embedding_seed,
+            embedding_epochs=embedding_epochs, hidden=hidden,
+            char_filters=char_filters, char_dim=char_dim,
+            time_budget_s=None if time_budget_min is None else 60 * time_budget_min,
+            **{name: value for name, value in (
+                ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
+                ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
+                ("max_words", max_words), ("entity_tweet", entity_tweet),
+                ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weight),
+                ("sentiment_per_epoch", sentiment_per_epoch),
+                ("tweet_prior_correction", tweet_prior_correction),
+                ("tweet_class_power", tweet_class_power), ("encoders", encoders),
+                ("train_with_dev",
+                 tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
+            ) if value is not None},
+        )
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    result = train_ensemble(config)
     card = write_artifact(result, config, out_dir or settings.model_dir)
-    click.echo(f"trained in {result.wall_s / 60:.1f} min ({len(result.history)} epochs)")
+    epochs = ", ".join(f"{m.encoder} {len(m.history)}" for m in result.members)
+    click.echo(f"trained in {result.wall_s / 60:.1f} min (epochs: {epochs}); dev objective "
+               f"of the served model {result.dev_objective}")
     click.echo(format_table(card["metrics"], card["mitchell_folds_evaluated"]))
     click.echo(format_speed(card["throughput_tweets_per_s"]))
 

@@ -155,3 +155,31 @@ class TweetTagger(nn.Module):
         if self.entity_tweet is not None:
             entity = entity + self.entity_tweet(tweet_state.detach()).unsqueeze(1)
         return (*ner, entity, tweet)
+
+
+class TweetEnsemble(nn.Module):
+    """Several trained taggers read the same inputs; every output is the members' mean.
+
+    Members trained with different encoders (dilated convolutions, a BiLSTM, both) make
+    different mistakes, and their mean types entities better than any one of them. They
+    share one frozen word table (the same FastText vectors), so the artifact stores it once.
+    """
+
+    def __init__(self, members: list[TweetTagger]) -> None:
+        super().__init__()
+        shared = members[0].word_embedding
+        for member in members[1:]:
+            if not torch.equal(member.word_embedding.weight, shared.weight):
+                raise ValueError("ensemble members must share one word table")
+            member.word_embedding = shared
+        self.members = nn.ModuleList(members)
+
+    @property
+    def word_embedding(self) -> nn.Embedding:
+        return self.members[0].word_embedding
+
+    def forward(
+        self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        outputs = [member(word_ids, char_ids, lengths) for member in self.members]
+        return tuple(torch.stack(values).mean(dim=0) for values in zip(*outputs, strict=True))

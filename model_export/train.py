@@ -49,7 +49,7 @@ from model_export.heads import (
     labels_document,
 )
 from model_export.label_transfer import allowed_matrix, transfer_pairs
-from model_export.model import ModelConfig, TweetTagger
+from model_export.model import ModelConfig, TweetEnsemble, TweetTagger
 from model_export.readers import read_lines
 from stream.inference import LabelSpace, TokenAnalysis
 from stream.textproc import Vocab, tokenize
@@ -82,7 +82,9 @@ class TrainConfig:
     char_dim: int = 8
     char_filters: int = 16
     dilations: tuple[int, ...] = (1, 2, 4)
-    encoder: str = "idcnn"  # ModelConfig.encoder
+    # One network per encoder (ModelConfig.encoder), each trained with ``seed``; the artifact
+    # serves the mean of their outputs (model.TweetEnsemble). One entry: a single network.
+    encoders: tuple[str, ...] = ("idcnn", "bilstm", "idcnn-bilstm")
     dropout: float = 0.3
     tweet_bow: bool = True
     bow_dim: int = 16  # the tweet head's own bag-of-words table (0: shared word vectors)
@@ -134,6 +136,11 @@ class TrainConfig:
         default_factory=lambda: {"btc": ("wnut16", "wnut17")})
     transfer_weight: float = 0.5
 
+    def __post_init__(self) -> None:
+        if len(self.encoders) > 1 and self.embedding_lr_scale > 0:
+            raise ValueError("ensemble members share one frozen word table: "
+                             "use --embedding-lr-scale 0 with several encoders")
+
     @property
     def embedding_fp16(self) -> bool:
         """Store the big tables as fp16 in model.onnx (the int8 model quantises them anyway):
@@ -141,9 +148,16 @@ class TrainConfig:
         The weights are rounded to fp16 after training, so torch and ONNX still agree."""
         return self.max_words > FP32_MAX_WORDS
 
+    @property
+    def word_table_int8(self) -> bool:
+        """Store the shared word table as int8 rows in model.onnx: with several members the
+        fp16 table would push the artifact past its 25 MB limit."""
+        return len(self.encoders) > 1
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["embedding_fp16"] = self.embedding_fp16
+        data["word_table_int8"] = self.word_table_int8
         data["data_dir"] = str(self.data_dir)
         data["work_dir"] = str(self.work_dir)
         return data
@@ -161,6 +175,21 @@ class TrainResult:
     wall_s: float
     losses: list[float]
     calibration: dict = field(default_factory=dict)
+    encoder: str = "idcnn"
+
+
+@dataclass
+class EnsembleResult:
+    """What the artifact serves: one trained network, or the mean of several."""
+
+    model: TweetTagger | TweetEnsemble
+    vocab: Vocab
+    members: list[TrainResult]
+    # Dev scores of the served model after calibration (empty when dev is not evaluated).
+    dev: dict
+    dev_objective: float | None
+    embedding_coverage: float
+    wall_s: float
 
 
 def seed_everything(seed: int) -> None:
@@ -364,7 +393,7 @@ class MultiTaskLoss:
         return total
 
 
-def torch_predictor(model: TweetTagger, vocab: Vocab, labels: LabelSpace, batch_size: int = 256):
+def torch_predictor(model: nn.Module, vocab: Vocab, labels: LabelSpace, batch_size: int = 256):
     """A predictor (see model_export.evaluate) running the torch model with runtime decoding."""
 
     def predict(token_lists: Sequence[Sequence[str]],
@@ -399,9 +428,11 @@ def prepare_vocab(config: TrainConfig) -> tuple[Vocab, np.ndarray, float]:
     return vocab, matrix, coverage
 
 
-def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
-    """Train with early stopping on the mean dev score; returns the best model."""
+def train(config: TrainConfig, vocab_and_vectors=None, encoder: str | None = None) -> TrainResult:
+    """Train one network (``encoder``, default the first of ``config.encoders``) with early
+    stopping on the mean dev score; returns the best epoch's model, calibrated."""
     started = time.monotonic()
+    encoder = encoder or config.encoders[0]
     seed_everything(config.seed)
     rng = random.Random(config.seed)
     vocab, matrix, coverage = vocab_and_vectors or prepare_vocab(config)
@@ -411,7 +442,7 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
         char_dim=config.char_dim, char_filters=config.char_filters, hidden=config.hidden,
         dilations=config.dilations, dropout=config.dropout, tweet_bow=config.tweet_bow,
         bow_dim=config.bow_dim, entity_tweet=config.entity_tweet,
-        entity_detach_pooled=config.entity_detach_pooled, encoder=config.encoder))
+        entity_detach_pooled=config.entity_detach_pooled, encoder=encoder))
     with torch.no_grad():
         model.word_embedding.weight.copy_(torch.from_numpy(matrix))
     embedding = model.word_embedding.weight
@@ -477,7 +508,31 @@ def train(config: TrainConfig, vocab_and_vectors=None) -> TrainResult:
     if config.evaluate_dev and config.tweet_prior_correction:
         calibration["tweet_sentiment"] = tweet_prior_correction(model, vocab, config.data_dir)
     return TrainResult(model, vocab, history, best_dev, coverage,
-                       time.monotonic() - started, losses, calibration)
+                       time.monotonic() - started, losses, calibration, encoder)
+
+
+def train_ensemble(config: TrainConfig, vocab_and_vectors=None) -> EnsembleResult:
+    """Train one network per encoder of ``config.encoders`` on the same vectors and seed,
+    then score their mean on the dev sets (the figure the recipe is chosen by)."""
+    started = time.monotonic()
+    prepared = vocab_and_vectors or prepare_vocab(config)
+    members = []
+    for index, encoder in enumerate(config.encoders, start=1):
+        log.info("member %d of %d: %s encoder", index, len(config.encoders), encoder)
+        members.append(train(config, prepared, encoder))
+    model = (members[0].model if len(members) == 1
+             else TweetEnsemble([member.model for member in members]))
+    model.eval()
+    dev: dict = {}
+    objective = None
+    if config.evaluate_dev:
+        predict = torch_predictor(model, prepared[0], LabelSpace(labels_document()))
+        dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds)
+        objective = round(dev_objective(dev, exclude=config.train_with_dev), 2)
+        log.info("served model (mean of %d), calibrated: dev objective %.2f", len(members),
+                 objective)
+    return EnsembleResult(model, prepared[0], members, dev, objective, prepared[2],
+                          time.monotonic() - started)
 
 
 def head_summary() -> dict:

@@ -58,6 +58,8 @@ def test_every_command_has_help(command: str) -> None:
         (["worker", "--loglevel", "loud"], "Invalid value for '--loglevel'"),
         (["train", "--task-weight", "speed=2"], "expected TASK=W with TASK one of"),
         (["train", "--task-weight", "tweet=lots"], "'lots' is not a number"),
+        (["train", "--encoders", "idcnn,transformer"], "comma-separated list of idcnn"),
+        (["train", "--embedding-lr-scale", "0.5"], "share one frozen word table"),
     ],
 )
 def test_bad_arguments_are_one_line(args: list[str], contains: str) -> None:

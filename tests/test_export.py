@@ -17,10 +17,12 @@ from model_export.export import (
     parity,
     quantize_int8,
     round_embedding_to_fp16,
+    round_word_table_to_int8,
     store_embedding_fp16,
+    store_word_table_int8,
 )
 from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
-from model_export.model import ENCODERS, ModelConfig, TweetTagger
+from model_export.model import ENCODERS, ModelConfig, TweetEnsemble, TweetTagger
 from model_export.readers import read_conll
 from stream.settings import Settings
 
@@ -114,6 +116,44 @@ def test_fp16_tables_halve_them_and_keep_parity(sentences: list[list[str]], tmp_
     assert tables["char_embedding.weight"] == onnx.TensorProto.FLOAT
     batches = [sentences[:1], sentences[1:65], sentences[65:321]]
     assert parity(model, vocab, path, batches) <= 1e-5
+
+
+def test_ensemble_stores_one_int8_word_table_and_keeps_parity(sentences: list[list[str]],
+                                                             tmp_path: Path):
+    """Members with one word table (as trained on the same vectors): the ensemble graph
+    stores it once, as int8 rows, and onnxruntime still reproduces the members' mean."""
+    vocab = build_vocab(sentences, max_words=3000)
+    members = []
+    for seed, encoder in enumerate(ENCODERS):
+        torch.manual_seed(seed)
+        member = TweetTagger(ModelConfig(n_words=len(vocab.words), n_chars=len(vocab.chars),
+                                         hidden=32, tweet_bow=True, bow_dim=16,
+                                         encoder=encoder))
+        if members:
+            member.word_embedding.load_state_dict(members[0].word_embedding.state_dict())
+        members.append(member.eval())
+    feeds = {k: torch.from_numpy(v) for k, v in vocab.encode(sentences[:16]).items()}
+    args = tuple(feeds[n] for n in INPUT_NAMES)
+    with torch.no_grad():
+        alone = [m(*args) for m in members]
+        ensemble = TweetEnsemble(members).eval()
+        mean = ensemble(*args)
+    for index, output in enumerate(mean):
+        expected = torch.stack([outputs[index] for outputs in alone]).mean(dim=0)
+        torch.testing.assert_close(output, expected)
+    bow_elements = members[0].bow_embedding.weight.numel()
+    round_embedding_to_fp16(ensemble, min_elements=bow_elements)
+    round_word_table_to_int8(ensemble)
+    path = tmp_path / "model.onnx"
+    export_onnx(ensemble, vocab, path, sentences[:8])
+    store_word_table_int8(path)
+    assert store_embedding_fp16(path, min_elements=bow_elements) == len(ENCODERS)
+    tables = {i.name: i.data_type for i in onnx.load(str(path)).graph.initializer}
+    word_tables = [name for name in tables if name.endswith("word_embedding.weight")]
+    assert word_tables == ["members.0.word_embedding.weight"]
+    assert tables[word_tables[0]] == onnx.TensorProto.INT8
+    batches = [sentences[:1], sentences[1:65], sentences[65:321]]
+    assert parity(ensemble, vocab, path, batches) <= 1e-4
 
 
 def test_entity_head_reading_the_tweet_head_exports_and_ignores_padding(

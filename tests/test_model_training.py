@@ -10,8 +10,8 @@ import torch
 
 from model_export.embeddings import build_vocab
 from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
-from model_export.model import TweetTagger
-from model_export.train import TrainConfig, load_training_sets, train
+from model_export.model import TweetEnsemble, TweetTagger
+from model_export.train import TrainConfig, load_training_sets, train, train_ensemble
 from stream.settings import Settings
 
 DATA = Settings().data_dir
@@ -74,3 +74,21 @@ def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
     assert not torch.allclose(initial[rows], weights[rows])  # ...moved where tweets were read
     assert float(weights[0].abs().sum()) == 0.0  # padding row stays zero
     assert model.word_embedding.weight.grad is None  # frozen: never part of the optimiser
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Path):
+    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=1,
+                         evaluate_dev=False, encoders=("idcnn", "bilstm"))
+    sets = load_training_sets(config)
+    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
+    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
+    result = train_ensemble(config, (vocab, matrix, 0.0))
+    assert isinstance(result.model, TweetEnsemble)
+    assert [m.encoder for m in result.members] == ["idcnn", "bilstm"]
+    first, second = (m.model for m in result.members)
+    assert first.lstm_forward is None and second.lstm_forward is not None
+    assert second.word_embedding is first.word_embedding
+    assert np.array_equal(first.word_embedding.weight.detach().numpy(), matrix)
+    assert result.dev == {} and result.dev_objective is None
