@@ -207,8 +207,8 @@ def load_torch_model(model_dir: Path):
 
 def _lstm_weights(graph, arrays: dict[str, Any]) -> dict[str, Any]:
     """torch LSTM weights from the exporter's ONNX ``LSTM`` nodes (named after their module
-    path, ``/members.0/lstm_forward/LSTM``): ONNX stacks the gates i, o, f, c and joins both biases, torch
-    stacks i, f, c, o."""
+    path, ``/members.0/lstm_forward/LSTM``): ONNX stacks the gates i, o, f, c and joins both
+    biases, torch stacks i, f, c, o."""
     import numpy as np
     import torch
 

@@ -464,7 +464,7 @@ def train(config: TrainConfig, vocab_and_vectors=None, encoder: str | None = Non
         model.train()
         batches = epoch_batches(sets, config, rng)
         running = 0.0
-        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch")
+        bar = tqdm(batches, desc=f"{encoder} epoch {epoch}", unit="batch")
         for step, batch in enumerate(bar, start=1):
             feeds = tensors(batch, vocab, config, rng, train=True)
             outputs = model(*(feeds[n] for n in INPUT_NAMES))
@@ -486,8 +486,8 @@ def train(config: TrainConfig, vocab_and_vectors=None, encoder: str | None = Non
         scheduler.step(score)
         history.append({"epoch": epoch, "train_loss": round(running / max(1, len(batches)), 4),
                         "dev_objective": round(score, 2), "dev": dev})
-        log.info("epoch %d loss %.3f dev %.2f (wnut16 %.1f wnut17 %.1f btc %.1f 4A %.3f "
-                 "mitchell %.1f)", epoch, running / max(1, len(batches)), score,
+        log.info("%s epoch %d loss %.3f dev %.2f (wnut16 %.1f wnut17 %.1f btc %.1f 4A %.3f "
+                 "mitchell %.1f)", encoder, epoch, running / max(1, len(batches)), score,
                  dev["wnut16"]["f1"], dev["wnut17"]["f1"], dev["btc"]["f1"],
                  dev["semeval2017_4a"]["macro_recall"], dev["mitchell2013"]["f1"])
         if score > best_score:
@@ -511,15 +511,35 @@ def train(config: TrainConfig, vocab_and_vectors=None, encoder: str | None = Non
                        time.monotonic() - started, losses, calibration, encoder)
 
 
-def train_ensemble(config: TrainConfig, vocab_and_vectors=None) -> EnsembleResult:
+def _train_member(config: TrainConfig, prepared, encoder: str) -> TrainResult:
+    """One member in a worker process: one torch thread, like the parent (more thrash)."""
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return train(config, prepared, encoder)
+
+
+def train_ensemble(config: TrainConfig, vocab_and_vectors=None, jobs: int = 1) -> EnsembleResult:
     """Train one network per encoder of ``config.encoders`` on the same vectors and seed,
-    then score their mean on the dev sets (the figure the recipe is chosen by)."""
+    then score their mean on the dev sets (the figure the recipe is chosen by).
+
+    ``jobs`` > 1 trains members in that many worker processes at once (one torch thread
+    each): every member is deterministic on its own, so the weights do not depend on it.
+    """
     started = time.monotonic()
     prepared = vocab_and_vectors or prepare_vocab(config)
-    members = []
-    for index, encoder in enumerate(config.encoders, start=1):
-        log.info("member %d of %d: %s encoder", index, len(config.encoders), encoder)
-        members.append(train(config, prepared, encoder))
+    log.info("training %d member(s) (%s), %d at a time", len(config.encoders),
+             ", ".join(config.encoders), min(jobs, len(config.encoders)))
+    if jobs > 1 and len(config.encoders) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+        with ProcessPoolExecutor(min(jobs, len(config.encoders)), mp_context=context) as pool:
+            futures = [pool.submit(_train_member, config, prepared, encoder)
+                       for encoder in config.encoders]
+            members = [future.result() for future in futures]
+    else:
+        members = [train(config, prepared, encoder) for encoder in config.encoders]
     model = (members[0].model if len(members) == 1
              else TweetEnsemble([member.model for member in members]))
     model.eval()

@@ -92,3 +92,9 @@ def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Pat
     assert second.word_embedding is first.word_embedding
     assert np.array_equal(first.word_embedding.weight.detach().numpy(), matrix)
     assert result.dev == {} and result.dev_objective is None
+    # Members trained in two worker processes come out the same, weight for weight.
+    parallel = train_ensemble(config, (vocab, matrix, 0.0), jobs=2)
+    for alone, beside in zip(result.members, parallel.members, strict=True):
+        for (name, value), (_, other) in zip(alone.model.state_dict().items(),
+                                             beside.model.state_dict().items(), strict=True):
+            assert torch.equal(value, other), name
