@@ -61,7 +61,8 @@ def flops_per_tweet(onnx_path: Path, mean_tokens: float, mean_chars: float) -> d
 
     graph = onnx.load(str(onnx_path)).graph
     weights = {i.name: numpy_helper.to_array(i).shape for i in graph.initializer}
-    char_dim = weights.get("char_embedding.weight", (0, -1))[1]
+    char_dim = next((shape[1] for name, shape in weights.items()
+                     if name.endswith("char_embedding.weight")), -1)  # members.0.char_...
     per_char = per_token = per_tweet = 0
     layers = []
     for node in graph.node:
