@@ -1,10 +1,13 @@
-"""The joint model: char-CNN + word embeddings -> dilated convolutions (ID-CNN) -> heads.
+"""The joint model: char-CNN + word embeddings -> contextual encoder -> heads, and the mean of
+several such networks that the artifact serves.
 
-Dilated convolutions instead of a BiLSTM: every token is computed in parallel, which is what a
-one-thread onnxruntime session at batch 32-256 rewards, and three layers with dilations 1, 2, 4
-already see 15 tokens around each word (most of a tweet). Padding never leaks into a result:
-characters and tokens beyond a length are masked after every layer, so a tweet gets the same
-scores alone or in any batch.
+Encoders: dilated convolutions (ID-CNN: every token computed in parallel, which a one-thread
+onnxruntime session at batch 32-256 rewards; dilations 1, 2, 4 see 15 tokens around each word),
+a BiLSTM, or the BiLSTM after the convolutions. Alone they score alike; averaged they type
+entities better than any one of them (README, "Three encoders, averaged"), at the LSTMs' cost in
+speed. Padding never leaks into a result: characters and tokens beyond a length are masked
+after every layer and never enter an LSTM state, so a tweet gets the same scores alone or in
+any batch.
 """
 
 from __future__ import annotations
