@@ -172,8 +172,8 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
               help="Power of the inverse-frequency class weights of the tweet loss "
               "(default 0.5; 1: balanced classes).")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Ensemble members trained at once, each in its own process with one torch "
-              "thread (the weights do not depend on it).")
+              help="Ensemble members trained at once, each in its own process with --threads "
+              "torch threads (the weights do not depend on it).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch intra-op threads; the small model gains little from more, and on a "
               "shared machine extra OpenMP threads thrash (10x slower measured here).")

@@ -140,6 +140,9 @@ class TrainConfig:
         if len(self.encoders) > 1 and self.embedding_lr_scale > 0:
             raise ValueError("ensemble members share one frozen word table: "
                              "use --embedding-lr-scale 0 with several encoders")
+        if self.hidden % 2 and any("bilstm" in e for e in self.encoders):
+            raise ValueError(f"--hidden {self.hidden}: a BiLSTM encoder needs an even width "
+                             "(half of it each way)")
 
     @property
     def embedding_fp16(self) -> bool:
@@ -511,9 +514,9 @@ def train(config: TrainConfig, vocab_and_vectors=None, encoder: str | None = Non
                        time.monotonic() - started, losses, calibration, encoder)
 
 
-def _train_member(config: TrainConfig, prepared, encoder: str) -> TrainResult:
-    """One member in a worker process: one torch thread, like the parent (more thrash)."""
-    torch.set_num_threads(1)
+def _train_member(config: TrainConfig, prepared, encoder: str, threads: int) -> TrainResult:
+    """One member in a worker process, with the parent's torch thread count."""
+    torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return train(config, prepared, encoder)
 
@@ -522,8 +525,9 @@ def train_ensemble(config: TrainConfig, vocab_and_vectors=None, jobs: int = 1) -
     """Train one network per encoder of ``config.encoders`` on the same vectors and seed,
     then score their mean on the dev sets (the figure the recipe is chosen by).
 
-    ``jobs`` > 1 trains members in that many worker processes at once (one torch thread
-    each): every member is deterministic on its own, so the weights do not depend on it.
+    ``jobs`` > 1 trains members in that many worker processes at once (each with this
+    process's torch thread count): every member is deterministic on its own, so the weights
+    do not depend on it.
     """
     started = time.monotonic()
     prepared = vocab_and_vectors or prepare_vocab(config)
@@ -535,7 +539,8 @@ def train_ensemble(config: TrainConfig, vocab_and_vectors=None, jobs: int = 1) -
 
         context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
         with ProcessPoolExecutor(min(jobs, len(config.encoders)), mp_context=context) as pool:
-            futures = [pool.submit(_train_member, config, prepared, encoder)
+            futures = [pool.submit(_train_member, config, prepared, encoder,
+                                   torch.get_num_threads())
                        for encoder in config.encoders]
             members = [future.result() for future in futures]
     else:

@@ -60,6 +60,7 @@ def test_every_command_has_help(command: str) -> None:
         (["train", "--task-weight", "tweet=lots"], "'lots' is not a number"),
         (["train", "--encoders", "idcnn,transformer"], "comma-separated list of idcnn"),
         (["train", "--embedding-lr-scale", "0.5"], "share one frozen word table"),
+        (["train", "--hidden", "95"], "a BiLSTM encoder needs an even width"),
     ],
 )
 def test_bad_arguments_are_one_line(args: list[str], contains: str) -> None:
