@@ -88,6 +88,7 @@ def member_summary(member: TrainResult) -> dict:
     """A member network's training record for the card."""
     return {
         "encoder": member.encoder,
+        "seed": member.seed,
         "model_config": member.model.config.to_dict(),
         "training_wall_s": round(member.wall_s, 1),
         "epochs_run": len(member.history),

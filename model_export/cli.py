@@ -97,16 +97,21 @@ def parse_task_weights(_ctx: click.Context, _param: click.Parameter,
 
 def parse_encoders(_ctx: click.Context, _param: click.Parameter,
                    value: str | None) -> tuple[str, ...] | None:
-    """``"idcnn,bilstm"`` -> ``("idcnn", "bilstm")``; None when not given."""
+    """``"idcnn,bilstm:14"`` -> ``("idcnn", "bilstm:14")``; None when not given."""
     if value is None:
         return None
     from model_export.model import ENCODERS
+    from model_export.train import member_spec
 
     encoders = tuple(part.strip() for part in value.split(",") if part.strip())
-    unknown = [e for e in encoders if e not in ENCODERS]
-    if not encoders or unknown:
+    try:
+        for entry in encoders:
+            member_spec(entry)
+    except ValueError:
+        encoders = ()
+    if not encoders:
         raise click.BadParameter(f"{value!r}: expected a comma-separated list of "
-                                 f"{', '.join(ENCODERS)}")
+                                 f"{', '.join(ENCODERS)}, each optionally with :SEED")
     return encoders
 
 
@@ -133,8 +138,9 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
 @click.option("--encoders", default=None, callback=parse_encoders, metavar="LIST",
               help="One network per encoder, served as the mean of their outputs "
               "(comma-separated: idcnn = dilated convolutions, bilstm, idcnn-bilstm = the "
-              "BiLSTM after the convolutions; default idcnn,bilstm,idcnn-bilstm; one name: "
-              "a single network).")
+              "BiLSTM after the convolutions; NAME:SEED trains that member with its own "
+              "seed instead of --seed, e.g. idcnn,idcnn:14; default idcnn,bilstm,idcnn-bilstm; "
+              "one name: a single network).")
 @click.option("--char-filters", type=int, default=16, show_default=True,
               help="Char-CNN filters.")
 @click.option("--char-dim", type=int, default=8, show_default=True,
@@ -222,7 +228,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
         raise click.UsageError(str(err)) from None
     result = train_ensemble(config, jobs=jobs)
     card = write_artifact(result, config, out_dir or settings.model_dir)
-    epochs = ", ".join(f"{m.encoder} {len(m.history)}" for m in result.members)
+    epochs = ", ".join(f"{m.encoder}:{m.seed} {len(m.history)}" for m in result.members)
     click.echo(f"trained in {result.wall_s / 60:.1f} min (epochs: {epochs}); dev objective "
                f"of the served model {result.dev_objective}")
     click.echo(format_table(card["metrics"], card["mitchell_folds_evaluated"]))

@@ -49,13 +49,23 @@ from model_export.heads import (
     labels_document,
 )
 from model_export.label_transfer import allowed_matrix, transfer_pairs
-from model_export.model import ModelConfig, TweetEnsemble, TweetTagger
+from model_export.model import ENCODERS, ModelConfig, TweetEnsemble, TweetTagger
 from model_export.readers import read_lines
 from stream.inference import LabelSpace, TokenAnalysis
 from stream.textproc import Vocab, tokenize
 
 log = logging.getLogger(__name__)
 FP32_MAX_WORDS = 30_000  # larger vocabularies are stored as fp16 (TrainConfig.embedding_fp16)
+
+
+def member_spec(entry: str) -> tuple[str, int | None]:
+    """``"bilstm:14"`` -> ``("bilstm", 14)``; ``"idcnn"`` -> ``("idcnn", None)``: seed None
+    means the config's ``seed``. Members differ by encoder, by seed, or both."""
+    encoder, _, seed = entry.partition(":")
+    if encoder not in ENCODERS or (seed and not seed.isdigit()) or entry.endswith(":"):
+        raise ValueError(f"{entry!r}: a member is an encoder ({', '.join(ENCODERS)}), "
+                         "optionally with :SEED (e.g. bilstm:14)")
+    return encoder, int(seed) if seed else None
 
 
 @dataclass
@@ -82,8 +92,9 @@ class TrainConfig:
     char_dim: int = 8
     char_filters: int = 16
     dilations: tuple[int, ...] = (1, 2, 4)
-    # One network per encoder (ModelConfig.encoder), each trained with ``seed``; the artifact
-    # serves the mean of their outputs (model.TweetEnsemble). One entry: a single network.
+    # One network per entry, ``encoder`` (ModelConfig.encoder, trained with ``seed``) or
+    # ``encoder:seed``; the artifact serves the mean of their outputs (model.TweetEnsemble).
+    # One entry: a single network.
     encoders: tuple[str, ...] = ("idcnn", "bilstm", "idcnn-bilstm")
     dropout: float = 0.3
     tweet_bow: bool = True
@@ -137,10 +148,14 @@ class TrainConfig:
     transfer_weight: float = 0.5
 
     def __post_init__(self) -> None:
+        members = [member_spec(entry) for entry in self.encoders]
+        if len({(e, self.seed if s is None else s) for e, s in members}) < len(members):
+            raise ValueError(f"{','.join(self.encoders)}: a member is listed twice "
+                             "(it would train the same network again)")
         if len(self.encoders) > 1 and self.embedding_lr_scale > 0:
             raise ValueError("ensemble members share one frozen word table: "
                              "use --embedding-lr-scale 0 with several encoders")
-        if self.hidden % 2 and any("bilstm" in e for e in self.encoders):
+        if self.hidden % 2 and any("bilstm" in member_spec(e)[0] for e in self.encoders):
             raise ValueError(f"--hidden {self.hidden}: a BiLSTM encoder needs an even width "
                              "(half of it each way)")
 
@@ -179,6 +194,7 @@ class TrainResult:
     losses: list[float]
     calibration: dict = field(default_factory=dict)
     encoder: str = "idcnn"
+    seed: int = 13
 
 
 @dataclass
@@ -431,13 +447,15 @@ def prepare_vocab(config: TrainConfig) -> tuple[Vocab, np.ndarray, float]:
     return vocab, matrix, coverage
 
 
-def train(config: TrainConfig, vocab_and_vectors=None, encoder: str | None = None) -> TrainResult:
-    """Train one network (``encoder``, default the first of ``config.encoders``) with early
-    stopping on the mean dev score; returns the best epoch's model, calibrated."""
+def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None) -> TrainResult:
+    """Train one network (``member``, an entry of ``config.encoders``, default the first) with
+    early stopping on the mean dev score; returns the best epoch's model, calibrated."""
     started = time.monotonic()
-    encoder = encoder or config.encoders[0]
-    seed_everything(config.seed)
-    rng = random.Random(config.seed)
+    member = member or config.encoders[0]
+    encoder, member_seed = member_spec(member)
+    seed = config.seed if member_seed is None else member_seed
+    seed_everything(seed)
+    rng = random.Random(seed)
     vocab, matrix, coverage = vocab_and_vectors or prepare_vocab(config)
     sets = load_training_sets(config)
     model = TweetTagger(ModelConfig(
@@ -467,7 +485,7 @@ def train(config: TrainConfig, vocab_and_vectors=None, encoder: str | None = Non
         model.train()
         batches = epoch_batches(sets, config, rng)
         running = 0.0
-        bar = tqdm(batches, desc=f"{encoder} epoch {epoch}", unit="batch")
+        bar = tqdm(batches, desc=f"{member} epoch {epoch}", unit="batch")
         for step, batch in enumerate(bar, start=1):
             feeds = tensors(batch, vocab, config, rng, train=True)
             outputs = model(*(feeds[n] for n in INPUT_NAMES))
@@ -490,7 +508,7 @@ def train(config: TrainConfig, vocab_and_vectors=None, encoder: str | None = Non
         history.append({"epoch": epoch, "train_loss": round(running / max(1, len(batches)), 4),
                         "dev_objective": round(score, 2), "dev": dev})
         log.info("%s epoch %d loss %.3f dev %.2f (wnut16 %.1f wnut17 %.1f btc %.1f 4A %.3f "
-                 "mitchell %.1f)", encoder, epoch, running / max(1, len(batches)), score,
+                 "mitchell %.1f)", member, epoch, running / max(1, len(batches)), score,
                  dev["wnut16"]["f1"], dev["wnut17"]["f1"], dev["btc"]["f1"],
                  dev["semeval2017_4a"]["macro_recall"], dev["mitchell2013"]["f1"])
         if score > best_score:
@@ -511,19 +529,19 @@ def train(config: TrainConfig, vocab_and_vectors=None, encoder: str | None = Non
     if config.evaluate_dev and config.tweet_prior_correction:
         calibration["tweet_sentiment"] = tweet_prior_correction(model, vocab, config.data_dir)
     return TrainResult(model, vocab, history, best_dev, coverage,
-                       time.monotonic() - started, losses, calibration, encoder)
+                       time.monotonic() - started, losses, calibration, encoder, seed)
 
 
-def _train_member(config: TrainConfig, prepared, encoder: str, threads: int) -> TrainResult:
+def _train_member(config: TrainConfig, prepared, member: str, threads: int) -> TrainResult:
     """One member in a worker process, with the parent's torch thread count."""
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return train(config, prepared, encoder)
+    return train(config, prepared, member)
 
 
 def train_ensemble(config: TrainConfig, vocab_and_vectors=None, jobs: int = 1) -> EnsembleResult:
-    """Train one network per encoder of ``config.encoders`` on the same vectors and seed,
-    then score their mean on the dev sets (the figure the recipe is chosen by).
+    """Train one network per entry of ``config.encoders`` on the same vectors, then score
+    their mean on the dev sets (the figure the recipe is chosen by).
 
     ``jobs`` > 1 trains members in that many worker processes at once (each with this
     process's torch thread count): every member is deterministic on its own, so the weights
@@ -539,12 +557,12 @@ def train_ensemble(config: TrainConfig, vocab_and_vectors=None, jobs: int = 1) -
 
         context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
         with ProcessPoolExecutor(min(jobs, len(config.encoders)), mp_context=context) as pool:
-            futures = [pool.submit(_train_member, config, prepared, encoder,
+            futures = [pool.submit(_train_member, config, prepared, member,
                                    torch.get_num_threads())
-                       for encoder in config.encoders]
+                       for member in config.encoders]
             members = [future.result() for future in futures]
     else:
-        members = [train(config, prepared, encoder) for encoder in config.encoders]
+        members = [train(config, prepared, member) for member in config.encoders]
     model = (members[0].model if len(members) == 1
              else TweetEnsemble([member.model for member in members]))
     model.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,20 @@ def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Pat
         for (name, value), (_, other) in zip(alone.model.state_dict().items(),
                                              beside.model.state_dict().items(), strict=True):
             assert torch.equal(value, other), name
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_member_with_its_own_seed_is_that_seed_s_network(tmp_path: Path):
+    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=1,
+                         evaluate_dev=False, encoders=("idcnn", "idcnn:14"))
+    sets = load_training_sets(config)
+    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
+    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
+    result = train_ensemble(config, (vocab, matrix, 0.0))
+    assert [(m.encoder, m.seed) for m in result.members] == [("idcnn", 13), ("idcnn", 14)]
+    alone = train(replace(config, seed=14, encoders=("idcnn",)), (vocab, matrix, 0.0))
+    same, other = result.members[1].model.state_dict(), result.members[0].model.state_dict()
+    for name, value in alone.model.state_dict().items():
+        assert torch.equal(value, same[name]), name
+    assert not torch.equal(same["project.weight"], other["project.weight"])
