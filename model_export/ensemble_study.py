@@ -1,0 +1,325 @@
+"""Which networks to average, and whether to calibrate their mean: measured without retraining.
+
+Every network of an artifact (``model.onnx`` rebuilt in torch) or of several artifacts runs
+once over the dev and test texts; any subset's mean is then the mean of those cached outputs,
+scored through the runtime's own decoding. That answers "would a fourth network help, would
+two do?" in minutes instead of one training run per combination.
+
+The calibration sweep shifts the served mean's outputs exactly as ``model_export.calibrate``
+shifts one network's biases (same grids), so it shows what calibrating the mean instead of
+each member would choose on dev, and what that would do on test.
+
+    python -m model_export.ensemble_study members ARTIFACT... [--subset 0,2 ...]
+    python -m model_export.ensemble_study calibration ARTIFACT
+    python -m model_export.ensemble_study export ARTIFACT --subset 0,2 --out DIR
+
+``export`` writes a servable artifact of a subset (a faster model from a trained ensemble, no
+retraining): the same export, parity check, int8 model and card as ``tweetwatch train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model_export.calibrate import OFFSETS, PRIOR_BETAS, train_log_prior
+from model_export.evaluate import (
+    dev_objective,
+    evaluate,
+    score_mitchell,
+    score_ner,
+    score_sentiment,
+)
+from model_export.heads import HEAD_BY_NAME, INPUT_NAMES, OUTPUT_NAMES, TWEET_SENTIMENT_OUTPUT
+from model_export.model import TweetEnsemble, TweetTagger
+from stream.inference import LabelSpace, TokenAnalysis
+from stream.textproc import Vocab
+
+Predictor = Callable[[Sequence[Sequence[str]], Sequence[str] | None], list[TokenAnalysis]]
+# Raw outputs of one network over one text list: (row indices, named outputs, lengths) per batch.
+Chunks = list[tuple[list[int], dict[str, np.ndarray], np.ndarray]]
+
+
+class MemberOutputs:
+    """Each network's raw outputs per text list, computed once and reused by every subset."""
+
+    def __init__(self, members: Sequence[TweetTagger], vocab: Vocab, labels: LabelSpace,
+                 batch_size: int = 256) -> None:
+        self.members = list(members)
+        self.vocab = vocab
+        self.labels = labels
+        self.batch_size = batch_size
+        self._cache: dict[tuple[int, int], Chunks] = {}
+
+    def outputs(self, member: int, token_lists: Sequence[Sequence[str]]) -> Chunks:
+        key = (member, hash(tuple(map(tuple, token_lists))))
+        if key not in self._cache:
+            order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+            chunks: Chunks = []
+            model = self.members[member].eval()
+            with torch.no_grad():
+                for begin in range(0, len(order), self.batch_size):
+                    rows = order[begin : begin + self.batch_size]
+                    feeds = self.vocab.encode([token_lists[i] for i in rows])
+                    out = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
+                    named = {n: o.numpy() for n, o in zip(OUTPUT_NAMES, out, strict=True)}
+                    chunks.append((rows, named, feeds["lengths"]))
+            self._cache[key] = chunks
+        return self._cache[key]
+
+    def predictor(self, subset: Sequence[int],
+                  shift: dict[str, np.ndarray] | None = None) -> Predictor:
+        """The mean of ``subset``'s outputs, plus ``shift`` per output (broadcast over the
+        last axis), decoded as the runtime decodes."""
+
+        def predict(token_lists: Sequence[Sequence[str]],
+                    heads: Sequence[str] | None) -> list[TokenAnalysis]:
+            per_member = [self.outputs(k, token_lists) for k in subset]
+            found: dict[int, TokenAnalysis] = {}
+            for parts in zip(*per_member, strict=True):
+                rows, _, lengths = parts[0]
+                named = {n: np.mean([p[1][n] for p in parts], axis=0) for n in OUTPUT_NAMES}
+                for name, vector in (shift or {}).items():
+                    named[name] = named[name] + vector
+                found.update(zip(rows, self.labels.decode(named, lengths, heads), strict=True))
+            return [found[i] for i in range(len(token_lists))]
+
+        return predict
+
+
+def load_members(artifacts: Sequence[Path]) -> tuple[list[TweetTagger], list[str]]:
+    """Every network of the artifacts, in order, with a name such as ``model[1]:bilstm``."""
+    from model_export.bench_model import load_torch_model
+
+    members, names = [], []
+    for artifact in artifacts:
+        model = load_torch_model(artifact)
+        networks = list(model.members) if isinstance(model, TweetEnsemble) else [model]
+        for index, network in enumerate(networks):
+            members.append(network)
+            names.append(f"{artifact.name}[{index}]:{network.config.encoder}")
+    return members, names
+
+
+def subset_row(outputs: MemberOutputs, subset: Sequence[int], names: Sequence[str],
+               data_dir: Path, folds: Sequence[int], exclude: Sequence[str]) -> dict:
+    """Dev objective and the main test figures of one subset's mean."""
+    predict = outputs.predictor(subset)
+    dev = evaluate(predict, data_dir, "dev", folds)
+    test = evaluate(predict, data_dir, "test", folds)
+    return {"members": [names[k] for k in subset],
+            "dev_objective": round(dev_objective(dev, exclude=exclude), 2),
+            "wnut16": test["wnut16"]["f1"], "wnut17": test["wnut17"]["f1"],
+            "btc": test["btc"]["f1"],
+            "4a_macro_recall": round(test["semeval2017_4a"]["macro_recall"], 4),
+            "mitchell": test["mitchell2013"]["f1"],
+            "topic_macro_recall": round(test["semeval2017_topic"]["macro_recall"], 4)}
+
+
+def calibration_sweep(outputs: MemberOutputs, data_dir: Path, fold: int) -> dict[str, dict]:
+    """For each calibrated head: dev and test score per shift of the mean, and the shift dev
+    would choose (ties: the smallest), on the grids of ``model_export.calibrate``."""
+    everyone = list(range(len(outputs.members)))
+    log_prior = train_log_prior(data_dir)
+    report: dict[str, dict] = {}
+    for head in ("wnut17", "btc", "targets", "tweet"):
+        if head == "tweet":
+            output, grid = TWEET_SENTIMENT_OUTPUT, (-0.5, -0.25, *PRIOR_BETAS)
+
+            def vector(value: float) -> np.ndarray:
+                return (-value * log_prior).astype(np.float32)
+        else:
+            output, grid = HEAD_BY_NAME[head].output, OFFSETS
+            width = len(HEAD_BY_NAME[head].tags)
+
+            def vector(value: float, width: int = width) -> np.ndarray:
+                shift = np.zeros(width, dtype=np.float32)
+                shift[0] = -value  # a larger offset makes leaving O easier
+                return shift
+        scores = {}
+        for value in tqdm(grid, desc=f"sweeping {head}", unit="shift"):
+            predict = outputs.predictor(everyone, {output: vector(float(value))})
+            scores[float(value)] = {split: _head_score(predict, head, data_dir, split, fold)
+                                    for split in ("dev", "test")}
+        chosen = max(scores, key=lambda v: (scores[v]["dev"], -abs(v)))
+        report[head] = {"chosen_on_dev": chosen, "as_served": scores[0.0],
+                        "chosen": scores[chosen], "sweep": scores}
+    return report
+
+
+def _head_score(predict: Predictor, head: str, data_dir: Path, split: str, fold: int) -> float:
+    if head == "tweet":
+        scores = score_sentiment(predict, data_dir, "val" if split == "dev" else split)
+        return round(100 * scores["macro_recall"], 2)
+    if head == "targets":
+        return score_mitchell(predict, data_dir, fold, split)["f1"]
+    return score_ner(predict, data_dir, head, split)["f1"]
+
+
+def export_subset(source: Path, subset: Sequence[int], out_dir: Path, data_dir: Path) -> dict:
+    """Write the mean of ``subset``'s networks as an artifact in ``out_dir``; returns its card
+    (dev objective, test figures of fp32 and int8, sizes)."""
+    import datetime as dt
+    import shutil
+
+    from model_export.artifact import PARITY_TOLERANCE, parity_batches, write_card
+    from model_export.bench_model import load_torch_model
+    from model_export.evaluate import test_metrics
+    from model_export.export import (
+        export_onnx,
+        parity,
+        quantize_int8,
+        round_word_table_to_int8,
+        store_embedding_fp16,
+        store_word_table_int8,
+    )
+    from model_export.train import torch_predictor
+    from stream.inference import MODEL_FILES, file_sha256
+
+    source_card = json.loads((source / "model_card.json").read_text(encoding="utf-8"))
+    full = load_torch_model(source)
+    networks = list(full.members) if isinstance(full, TweetEnsemble) else [full]
+    chosen = [networks[k] for k in subset]
+    model = (TweetEnsemble(chosen) if len(chosen) > 1 else chosen[0]).eval()
+    vocab = Vocab.load(source / "vocab.json")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path, int8_path = out_dir / MODEL_FILES["fp32"], out_dir / MODEL_FILES["int8"]
+    batches = parity_batches(data_dir)
+    round_word_table_to_int8(model)  # a no-op on the source's int8 rows; keeps parity exact
+    export_onnx(model, vocab, onnx_path, batches[1])
+    quantize_int8(onnx_path, int8_path)
+    store_word_table_int8(onnx_path)
+    store_embedding_fp16(onnx_path)
+    worst = parity(model, vocab, onnx_path, batches)
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(f"ONNX export differs from torch by {worst:.2e} > {PARITY_TOLERANCE}")
+    for name in ("vocab.json", "labels.json"):
+        shutil.copyfile(source / name, out_dir / name)
+    config = source_card.get("train_config", {})
+    folds = list(config.get("mitchell_folds", [1]))
+    dev = evaluate(torch_predictor(model, vocab, LabelSpace.load(source / "labels.json")),
+                   data_dir, "dev", folds)
+    card = {key: value for key, value in source_card.items()
+            if key not in ("metrics", "throughput_tweets_per_s", "sizes_bytes")}
+    card.update({
+        "version": f"{dt.datetime.now(dt.UTC):%Y%m%d}-{file_sha256(onnx_path)[:8]}",
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "derived_from": {"version": source_card.get("version"), "members": list(subset)},
+        "members": [source_card["members"][k] for k in subset],
+        "model_config": {"members": [source_card["model_config"]["members"][k]
+                                     for k in subset]},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dev": {**source_card.get("dev", {}), "scores": dev, "objective": round(
+            dev_objective(dev, exclude=config.get("train_with_dev", ["wnut16"])), 2)},
+        "export": {**source_card.get("export", {}), "parity_max_abs_diff": worst},
+    })
+    card["metrics"] = test_metrics(out_dir, data_dir, folds)
+    card["mitchell_folds_evaluated"] = folds
+    write_card(out_dir, card)
+    card["sizes_bytes"] = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir())}
+    write_card(out_dir, card)
+    return card
+
+
+def expand_subsets(texts: Sequence[str], count: int) -> list[list[int]]:
+    """``"0,2"`` -> ``[[0, 2]]``, ``"all"`` -> every network, ``"k=2"`` -> every pair."""
+    subsets: list[list[int]] = []
+    for text in texts:
+        try:
+            if text == "all":
+                subsets.append(list(range(count)))
+            elif text.startswith("k="):
+                subsets += [list(c) for c in itertools.combinations(range(count), int(text[2:]))]
+            else:
+                subsets.append([int(part) for part in text.split(",")])
+        except ValueError:
+            raise ValueError(f"--subset {text}: expected member indices such as 0,2, "
+                             "'all', or k=N (every subset of N networks)") from None
+        if not subsets or any(not s or min(s) < 0 or max(s) >= count for s in subsets):
+            raise ValueError(f"--subset {text}: member indices run from 0 to {count - 1}")
+    return subsets
+
+
+def card_setting(artifact: Path, key: str, default: list) -> list:
+    """A training setting from the artifact's card (which folds, which dev splits trained)."""
+    card_path = artifact / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    return list(card.get("train_config", {}).get(key, default))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from stream.settings import get_settings
+
+    parser = argparse.ArgumentParser(prog="python -m model_export.ensemble_study",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    members = commands.add_parser("members", help="dev objective and test figures of means "
+                                  "of networks taken from one or more artifacts")
+    members.add_argument("artifacts", nargs="+", type=Path)
+    members.add_argument("--subset", action="append", default=[],
+                         help="comma-separated member indices (printed first), or k=N for "
+                         "every subset of N; repeatable (default: every network alone and "
+                         "all of them)")
+    calibration = commands.add_parser("calibration", help="the calibration sweep rerun on "
+                                      "an artifact's served mean")
+    calibration.add_argument("artifact", type=Path)
+    export = commands.add_parser("export", help="write a servable artifact of a subset of "
+                                 "an artifact's networks")
+    export.add_argument("artifact", type=Path)
+    export.add_argument("--subset", required=True, help="member indices, e.g. 0,2")
+    export.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    args = parser.parse_args(argv)
+    artifacts = args.artifacts if args.command == "members" else [args.artifact]
+    for missing in [a for a in artifacts if not (a / "model.onnx").is_file()]:
+        parser.error(f"{missing}: no model.onnx there")
+    data_dir = args.data_dir or get_settings().data_dir
+    if args.command == "export":
+        count = len(json.loads((args.artifact / "model_card.json").read_text(
+            encoding="utf-8")).get("members", [None]))
+        try:
+            subsets = expand_subsets([args.subset], count)
+        except ValueError as error:
+            parser.error(str(error))
+        if len(subsets) != 1:
+            parser.error(f"--subset {args.subset}: export takes one subset, such as 0,2")
+        card = export_subset(args.artifact, subsets[0], args.out, data_dir)
+        fp32 = card["metrics"]["fp32"]
+        print(json.dumps({"out": str(args.out), "version": card["version"],
+                          "dev_objective": card["dev"]["objective"],
+                          "sizes_bytes": card["sizes_bytes"],
+                          "test_fp32": {"wnut16": fp32["wnut16"]["f1"],
+                                        "wnut17": fp32["wnut17"]["f1"],
+                                        "4a": fp32["semeval2017_4a"]["macro_recall"],
+                                        "mitchell": fp32["mitchell2013"]["f1"]}}))
+        return
+    networks, names = load_members(artifacts)
+    outputs = MemberOutputs(networks, Vocab.load(artifacts[0] / "vocab.json"),
+                            LabelSpace.load(artifacts[0] / "labels.json"))
+    if args.command == "calibration":
+        fold = card_setting(args.artifact, "mitchell_folds", [1])[0]
+        print(json.dumps(calibration_sweep(outputs, data_dir, fold), indent=1))
+        return
+    for index, name in enumerate(names):
+        print(f"{index}: {name}", file=sys.stderr)
+    try:
+        subsets = expand_subsets(args.subset or [*map(str, range(len(networks))), "all"],
+                                 len(networks))
+    except ValueError as error:
+        parser.error(str(error))
+    folds = card_setting(artifacts[0], "mitchell_folds", [1])
+    exclude = card_setting(artifacts[0], "train_with_dev", ["wnut16"])
+    for subset in subsets:
+        print(json.dumps(subset_row(outputs, subset, names, data_dir, folds, exclude)),
+              flush=True)
+
+if __name__ == "__main__":
+    main()
