@@ -11,6 +11,7 @@ import json
 import logging
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model_export.evaluate import test_metrics, throughput
 from model_export.export import (
@@ -26,6 +27,11 @@ from model_export.heads import SERVING_HEAD, labels_document
 from model_export.readers import read_conll
 from model_export.train import EnsembleResult, TrainConfig, TrainResult, head_summary
 from stream.inference import MODEL_FILES, file_sha256
+
+if TYPE_CHECKING:
+    import torch
+
+    from stream.textproc import Vocab
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-4
@@ -98,29 +104,44 @@ def member_summary(member: TrainResult) -> dict:
     }
 
 
+def export_checked(model: torch.nn.Module, vocab: Vocab, out_dir: Path, data_dir: Path, *,
+                   word_table_int8: bool, embedding_fp16: bool) -> float:
+    """Write ``model.onnx`` and ``model.int8.onnx`` to ``out_dir`` and return the largest
+    torch-vs-ONNX difference on real batches; raises past ``PARITY_TOLERANCE``.
+
+    The model's tables must already hold the values their storage keeps (the callers round
+    them: only they know whether the weights are fresh from training or read back from an
+    artifact, where rounding again would move them).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / MODEL_FILES["fp32"]
+    batches = parity_batches(data_dir)
+    export_onnx(model, vocab, onnx_path, batches[1])
+    quantize_int8(onnx_path, out_dir / MODEL_FILES["int8"])
+    if word_table_int8:
+        store_word_table_int8(onnx_path)
+    if embedding_fp16:
+        store_embedding_fp16(onnx_path)
+    worst = parity(model, vocab, onnx_path, batches)
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(f"ONNX export differs from torch by {worst:.2e} > {PARITY_TOLERANCE}")
+    return worst
+
+
 def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -> dict:
     """Export, check parity, quantise and evaluate; returns the model card."""
     import onnx
     import onnxruntime
     import torch
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / MODEL_FILES["fp32"]
-    int8_path = out_dir / MODEL_FILES["int8"]
-    batches = parity_batches(config.data_dir)
     if config.embedding_fp16:
         round_embedding_to_fp16(result.model)
     if config.word_table_int8:
         round_word_table_to_int8(result.model)
-    export_onnx(result.model, result.vocab, onnx_path, batches[1])
-    quantize_int8(onnx_path, int8_path)
-    if config.word_table_int8:
-        store_word_table_int8(onnx_path)
-    if config.embedding_fp16:
-        store_embedding_fp16(onnx_path)
-    worst = parity(result.model, result.vocab, onnx_path, batches)
-    if worst > PARITY_TOLERANCE:
-        raise RuntimeError(f"ONNX export differs from torch by {worst:.2e} > {PARITY_TOLERANCE}")
+    worst = export_checked(result.model, result.vocab, out_dir, config.data_dir,
+                           word_table_int8=config.word_table_int8,
+                           embedding_fp16=config.embedding_fp16)
+    onnx_path = out_dir / MODEL_FILES["fp32"]
     result.vocab.save(out_dir / "vocab.json")
     (out_dir / "labels.json").write_text(json.dumps(labels_document(), indent=1) + "\n",
                                          encoding="utf-8")

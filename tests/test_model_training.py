@@ -14,6 +14,7 @@ from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
 from model_export.model import TweetEnsemble, TweetTagger
 from model_export.train import TrainConfig, load_training_sets, train, train_ensemble
 from stream.settings import Settings
+from stream.textproc import Vocab
 
 DATA = Settings().data_dir
 
@@ -28,6 +29,14 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+def slice_vectors(sets: dict) -> tuple[Vocab, np.ndarray, float]:
+    """A vocabulary of the training slice with random word vectors: what prepare_vocab gives
+    train(), without the minutes of FastText."""
+    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
+    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
+    return vocab, matrix, 0.0
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_short_training_run_lowers_the_loss(tmp_path: Path):
@@ -36,9 +45,9 @@ def test_short_training_run_lowers_the_loss(tmp_path: Path):
     config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=10,
                          evaluate_dev=False, dropout=0.0, word_dropout=0.0, lowercase_prob=0.0)
     sets = load_training_sets(config)
-    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
-    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
-    result = train(config, (vocab, matrix, 0.0))
+    prepared = slice_vectors(sets)
+    vocab = prepared[0]
+    result = train(config, prepared)
     # limit=32 = one batch per task (WNUT16/17 oversampled twice): the same 8 batches an epoch.
     assert sorted(sets) == ["btc", "mitchell2013", "sentiment", "topic", "wnut16", "wnut17"]
     assert all(len(examples) == 32 for examples in sets.values())
@@ -58,9 +67,9 @@ def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
     config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=2,
                          evaluate_dev=False, embedding_lr_scale=0.0, bow_dim=8)
     sets = load_training_sets(config)
-    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
-    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
-    result = train(config, (vocab, matrix, 0.0))
+    prepared = slice_vectors(sets)
+    vocab, matrix, _ = prepared
+    result = train(config, prepared)
     model = result.model
     assert np.array_equal(model.word_embedding.weight.detach().numpy(), matrix)
     assert model.bow_embedding is not None and model.bow_embedding.weight.shape[1] == 8
@@ -83,9 +92,9 @@ def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Pat
     config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=1,
                          evaluate_dev=False, encoders=("idcnn", "bilstm"))
     sets = load_training_sets(config)
-    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
-    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
-    result = train_ensemble(config, (vocab, matrix, 0.0))
+    prepared = slice_vectors(sets)
+    matrix = prepared[1]
+    result = train_ensemble(config, prepared)
     assert isinstance(result.model, TweetEnsemble)
     assert [m.encoder for m in result.members] == ["idcnn", "bilstm"]
     first, second = (m.model for m in result.members)
@@ -94,7 +103,7 @@ def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Pat
     assert np.array_equal(first.word_embedding.weight.detach().numpy(), matrix)
     assert result.dev == {} and result.dev_objective is None
     # Members trained in two worker processes come out the same, weight for weight.
-    parallel = train_ensemble(config, (vocab, matrix, 0.0), jobs=2)
+    parallel = train_ensemble(config, prepared, jobs=2)
     for alone, beside in zip(result.members, parallel.members, strict=True):
         for (name, value), (_, other) in zip(alone.model.state_dict().items(),
                                              beside.model.state_dict().items(), strict=True):
@@ -107,11 +116,10 @@ def test_a_member_with_its_own_seed_is_that_seed_s_network(tmp_path: Path):
     config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=1,
                          evaluate_dev=False, encoders=("idcnn", "idcnn:14"))
     sets = load_training_sets(config)
-    vocab = build_vocab([e.tokens for examples in sets.values() for e in examples], 5000)
-    matrix = np.random.default_rng(0).normal(0, 0.1, (len(vocab.words), 100)).astype(np.float32)
-    result = train_ensemble(config, (vocab, matrix, 0.0))
+    prepared = slice_vectors(sets)
+    result = train_ensemble(config, prepared)
     assert [(m.encoder, m.seed) for m in result.members] == [("idcnn", 13), ("idcnn", 14)]
-    alone = train(replace(config, seed=14, encoders=("idcnn",)), (vocab, matrix, 0.0))
+    alone = train(replace(config, seed=14, encoders=("idcnn",)), prepared)
     same, other = result.members[1].model.state_dict(), result.members[0].model.state_dict()
     for name, value in alone.model.state_dict().items():
         assert torch.equal(value, same[name]), name
