@@ -18,13 +18,13 @@ Both leave the exported graph and the runtime decoding exactly as they are.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from model_export.corpus import Example, mitchell_examples, sentiment_examples
+from model_export.corpus import Example, held_out_dev, mitchell_examples, sentiment_examples
 from model_export.evaluate import classification_scores, ner_scores
 from model_export.heads import (
     HEAD_BY_NAME,
@@ -45,15 +45,19 @@ OFFSETS: tuple[float, ...] = tuple(np.round(np.arange(-1.0, 3.01, 0.25), 2))
 PRIOR_BETAS: tuple[float, ...] = tuple(np.round(np.arange(0.0, 1.51, 0.25), 2))
 
 
-def dev_sentences(data_dir: Path, head_name: str,
-                  mitchell_folds: Sequence[int]) -> tuple[list[list[str]], list[list[str]]]:
-    """Token lists and gold BIO tags of a head's dev split."""
+def dev_sentences(data_dir: Path, head_name: str, mitchell_folds: Sequence[int],
+                  dev_shares: Mapping[str, float] | None = None,
+                  ) -> tuple[list[list[str]], list[list[str]]]:
+    """Token lists and gold BIO tags of a head's dev split (the held-out part of it, when
+    ``dev_shares`` gives part of it to training)."""
     head = HEAD_BY_NAME[head_name]
     if head_name == "targets":
         examples = [e for f in mitchell_folds for e in mitchell_examples(data_dir, f, "dev")]
         return ([e.tokens for e in examples],
                 [[head.tags[t] for t in e.ner_tags or []] for e in examples])
     sentences = read_conll(data_dir / head.dataset / "dev.conll").sentences
+    held = held_out_dev([s.tokens for s in sentences], head_name, dev_shares or {})
+    sentences = [s for s, keep in zip(sentences, held, strict=True) if keep]
     return [s.tokens for s in sentences], [s.tags for s in sentences]
 
 
@@ -72,10 +76,11 @@ def model_outputs(model: TweetTagger, vocab: Vocab, token_lists: Sequence[Sequen
 
 
 def best_offset(model: TweetTagger, vocab: Vocab, labels: LabelSpace, head_name: str,
-                data_dir: Path, mitchell_folds: Sequence[int]) -> dict:
+                data_dir: Path, mitchell_folds: Sequence[int],
+                dev_shares: Mapping[str, float] | None = None) -> dict:
     """Dev F1 for each candidate offset of one head, and the best offset (ties: the smallest
     change)."""
-    tokens, gold = dev_sentences(data_dir, head_name, mitchell_folds)
+    tokens, gold = dev_sentences(data_dir, head_name, mitchell_folds, dev_shares)
     chunks = model_outputs(model, vocab, tokens)
     output = HEAD_BY_NAME[head_name].output
     scores = {}
@@ -95,14 +100,16 @@ def best_offset(model: TweetTagger, vocab: Vocab, labels: LabelSpace, head_name:
 
 def calibrate_heads(model: TweetTagger, vocab: Vocab, labels: LabelSpace, data_dir: Path,
                     mitchell_folds: Sequence[int],
-                    skip: Sequence[str] = ()) -> dict[str, dict]:
-    """Choose each NER head's O offset on its dev split and fold it into the model; heads in
-    ``skip`` (trained on their dev split) keep their bias."""
+                    dev_shares: Mapping[str, float] | None = None) -> dict[str, dict]:
+    """Choose each NER head's O offset on the held-out part of its dev split and fold it
+    into the model; heads whose whole dev split trained (share 1 in ``dev_shares``) keep
+    their bias."""
+    shares = dev_shares or {}
     report = {}
     for index, head in enumerate(NER_HEADS):
-        if head.name in skip:
+        if shares.get(head.name, 0.0) >= 1:
             continue
-        found = best_offset(model, vocab, labels, head.name, data_dir, mitchell_folds)
+        found = best_offset(model, vocab, labels, head.name, data_dir, mitchell_folds, shares)
         with torch.no_grad():
             model.ner_heads[index].bias[0] -= found["offset"]
         log.info("calibrated %s: O offset %.2f, dev F1 %.1f -> %.1f", head.name,

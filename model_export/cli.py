@@ -157,9 +157,11 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
               "averages the shared word vectors).")
 @click.option("--max-words", type=int, default=None,
               help="Vocabulary size (default 60000; above 30000 the big tables are stored fp16).")
-@click.option("--train-with-dev", type=click.Choice(["wnut16", "wnut17", "btc", "none"]),
-              multiple=True, default=None, help="NER corpus whose dev split joins its training "
-              "data (repeatable; default: wnut16; 'none' keeps every dev split for scoring).")
+@click.option("--train-with-dev", multiple=True, default=None, metavar="NAME[:SHARE]",
+              help="NER corpus (wnut16, wnut17, btc) whose dev split joins its training data, "
+              "or SHARE of it, chosen by a hash of each text, with the rest kept for early "
+              "stopping and calibration (repeatable, e.g. wnut16 and wnut17:0.5; default: "
+              "wnut16; 'none' keeps every dev split for scoring).")
 @click.option("--entity-tweet/--no-entity-tweet", default=None,
               help="Entity-sentiment head also reads the tweet head's hidden layer "
               "(default: on).")

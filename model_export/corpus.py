@@ -6,7 +6,8 @@ tweet sentiment); a batch contributes only the losses its examples have labels f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,44 @@ class Example:
     ner_tags: list[int] | None = None
     entity_sentiment: list[int] | None = None
     tweet_sentiment: int | None = None
+
+
+def dev_shares(entries: Sequence[str]) -> dict[str, float]:
+    """``("wnut16", "wnut17:0.5")`` -> ``{"wnut16": 1.0, "wnut17": 0.5}``: which NER dev
+    splits join the training data, and how much of each (the rest stays held out)."""
+    shares: dict[str, float] = {}
+    for entry in entries:
+        name, colon, share = entry.partition(":")
+        try:
+            value = float(share) if colon else 1.0
+        except ValueError:
+            value = -1.0
+        if name not in ("wnut16", "wnut17", "btc") or not 0 < value <= 1 or name in shares:
+            raise ValueError(f"{entry!r}: a dev split to train on is wnut16, wnut17 or btc, "
+                             "once, optionally with :SHARE in (0, 1] (e.g. wnut17:0.5)")
+        shares[name] = value
+    return shares
+
+
+def dev_tweet_trains(tokens: Sequence[str], share: float) -> bool:
+    """Whether a dev tweet falls in the trained part of a split shared ``share`` : rest.
+
+    Decided by a hash of the text, not by position: the same tweets on every machine and in
+    every process, and identical texts always on the same side.
+    """
+    digest = hashlib.sha256("\x1f".join(tokens).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") < share * 2**64
+
+
+def held_out_dev(token_lists: Sequence[Sequence[str]], head_name: str,
+                 shares: Mapping[str, float]) -> list[bool]:
+    """For each dev tweet of a head, whether it is scored: the part of a split that did not
+    train. A split that trained whole is still scored whole (the dev objective leaves it
+    out, and its score shows how well training fitted it)."""
+    share = shares.get(head_name, 0.0)
+    if share >= 1:
+        return [True] * len(token_lists)
+    return [not dev_tweet_trains(tokens, share) for tokens in token_lists]
 
 
 def ner_examples(data_dir: Path, head_name: str, split: str) -> list[Example]:

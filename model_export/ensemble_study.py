@@ -23,7 +23,7 @@ import argparse
 import itertools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from model_export.calibrate import OFFSETS, PRIOR_BETAS, train_log_prior
+from model_export.corpus import dev_shares
 from model_export.evaluate import (
     dev_objective,
     evaluate,
@@ -110,13 +111,17 @@ def load_members(artifacts: Sequence[Path]) -> tuple[list[TweetTagger], list[str
 
 
 def subset_row(outputs: MemberOutputs, subset: Sequence[int], names: Sequence[str],
-               data_dir: Path, folds: Sequence[int], exclude: Sequence[str]) -> dict:
-    """Dev objective and the main test figures of one subset's mean."""
+               data_dir: Path, folds: Sequence[int], shares: Mapping[str, float]) -> dict:
+    """Dev objective (dev splits held out as ``shares`` says) and the main test figures of
+    one subset's mean."""
     predict = outputs.predictor(subset)
-    dev = evaluate(predict, data_dir, "dev", folds)
+    dev = evaluate(predict, data_dir, "dev", folds, shares)
     test = evaluate(predict, data_dir, "test", folds)
     return {"members": [names[k] for k in subset],
-            "dev_objective": round(dev_objective(dev, exclude=exclude), 2),
+            "dev_objective": round(dev_objective(dev, exclude=fully_trained(shares)), 2),
+            "dev": {"wnut17": dev["wnut17"]["f1"], "btc": dev["btc"]["f1"],
+                    "4a_val": round(dev["semeval2017_4a"]["macro_recall"], 4),
+                    "mitchell": dev["mitchell2013"]["f1"]},
             "wnut16": test["wnut16"]["f1"], "wnut17": test["wnut17"]["f1"],
             "btc": test["btc"]["f1"],
             "4a_macro_recall": round(test["semeval2017_4a"]["macro_recall"], 4),
@@ -124,7 +129,8 @@ def subset_row(outputs: MemberOutputs, subset: Sequence[int], names: Sequence[st
             "topic_macro_recall": round(test["semeval2017_topic"]["macro_recall"], 4)}
 
 
-def calibration_sweep(outputs: MemberOutputs, data_dir: Path, fold: int) -> dict[str, dict]:
+def calibration_sweep(outputs: MemberOutputs, data_dir: Path, fold: int,
+                      shares: Mapping[str, float]) -> dict[str, dict]:
     """For each calibrated head: dev and test score per shift of the mean, and the shift dev
     would choose (ties: the smallest), on the grids of ``model_export.calibrate``."""
     everyone = list(range(len(outputs.members)))
@@ -147,21 +153,23 @@ def calibration_sweep(outputs: MemberOutputs, data_dir: Path, fold: int) -> dict
         scores = {}
         for value in tqdm(grid, desc=f"sweeping {head}", unit="shift"):
             predict = outputs.predictor(everyone, {output: vector(float(value))})
-            scores[float(value)] = {split: _head_score(predict, head, data_dir, split, fold)
-                                    for split in ("dev", "test")}
+            scores[float(value)] = {
+                split: _head_score(predict, head, data_dir, split, fold, shares)
+                for split in ("dev", "test")}
         chosen = max(scores, key=lambda v: (scores[v]["dev"], -abs(v)))
         report[head] = {"chosen_on_dev": chosen, "as_served": scores[0.0],
                         "chosen": scores[chosen], "sweep": scores}
     return report
 
 
-def _head_score(predict: Predictor, head: str, data_dir: Path, split: str, fold: int) -> float:
+def _head_score(predict: Predictor, head: str, data_dir: Path, split: str, fold: int,
+                shares: Mapping[str, float]) -> float:
     if head == "tweet":
         scores = score_sentiment(predict, data_dir, "val" if split == "dev" else split)
         return round(100 * scores["macro_recall"], 2)
     if head == "targets":
         return score_mitchell(predict, data_dir, fold, split)["f1"]
-    return score_ner(predict, data_dir, head, split)["f1"]
+    return score_ner(predict, data_dir, head, split, shares)["f1"]
 
 
 def export_subset(source: Path, subset: Sequence[int], out_dir: Path, data_dir: Path) -> dict:
@@ -194,8 +202,9 @@ def export_subset(source: Path, subset: Sequence[int], out_dir: Path, data_dir: 
         shutil.copyfile(source / name, out_dir / name)
     config = source_card.get("train_config", {})
     folds = list(config.get("mitchell_folds", [1]))
+    shares = card_dev_shares(source)
     dev = evaluate(torch_predictor(model, vocab, LabelSpace.load(source / "labels.json")),
-                   data_dir, "dev", folds)
+                   data_dir, "dev", folds, shares)
     card = {key: value for key, value in source_card.items()
             if key not in ("metrics", "throughput_tweets_per_s", "sizes_bytes")}
     card.update({
@@ -207,7 +216,7 @@ def export_subset(source: Path, subset: Sequence[int], out_dir: Path, data_dir: 
                                      for k in subset]},
         "parameters": sum(p.numel() for p in model.parameters()),
         "dev": {**source_card.get("dev", {}), "scores": dev, "objective": round(
-            dev_objective(dev, exclude=config.get("train_with_dev", ["wnut16"])), 2)},
+            dev_objective(dev, exclude=fully_trained(shares)), 2)},
         "export": {**source_card.get("export", {}), "parity_max_abs_diff": worst},
     })
     card["metrics"] = test_metrics(out_dir, data_dir, folds)
@@ -244,6 +253,16 @@ def card_setting(artifact: Path, key: str, default: list) -> list:
     return list(card.get("train_config", {}).get(key, default))
 
 
+def card_dev_shares(artifact: Path) -> dict[str, float]:
+    """Which dev splits trained the artifact, and how much of each (``--train-with-dev``)."""
+    return dev_shares(card_setting(artifact, "train_with_dev", ["wnut16"]))
+
+
+def fully_trained(shares: Mapping[str, float]) -> list[str]:
+    """Corpora whose whole dev split trained: the dev objective leaves them out."""
+    return [name for name, share in shares.items() if share >= 1]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from stream.settings import get_settings
 
@@ -258,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                          help="comma-separated member indices (printed first), or k=N for "
                          "every subset of N; repeatable (default: every network alone and "
                          "all of them)")
+    members.add_argument("--dev-split", action="append", default=None, metavar="ENTRY",
+                         help="score the dev splits as a run with these --train-with-dev "
+                         "entries holds them out (repeatable, e.g. wnut16 and wnut17:0.5), "
+                         "to compare with such a run; default: the first artifact's own")
     calibration = commands.add_parser("calibration", help="the calibration sweep rerun on "
                                       "an artifact's served mean")
     calibration.add_argument("artifact", type=Path)
@@ -295,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                             LabelSpace.load(artifacts[0] / "labels.json"))
     if args.command == "calibration":
         fold = card_setting(args.artifact, "mitchell_folds", [1])[0]
-        print(json.dumps(calibration_sweep(outputs, data_dir, fold), indent=1))
+        print(json.dumps(calibration_sweep(outputs, data_dir, fold,
+                                           card_dev_shares(args.artifact)), indent=1))
         return
     for index, name in enumerate(names):
         print(f"{index}: {name}", file=sys.stderr)
@@ -305,9 +329,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     folds = card_setting(artifacts[0], "mitchell_folds", [1])
-    exclude = card_setting(artifacts[0], "train_with_dev", ["wnut16"])
+    try:
+        shares = (dev_shares(args.dev_split) if args.dev_split
+                  else card_dev_shares(artifacts[0]))
+    except ValueError as error:
+        parser.error(str(error))
     for subset in subsets:
-        print(json.dumps(subset_row(outputs, subset, names, data_dir, folds, exclude)),
+        print(json.dumps(subset_row(outputs, subset, names, data_dir, folds, shares)),
               flush=True)
 
 if __name__ == "__main__":

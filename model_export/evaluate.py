@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from seqeval.scheme import IOB2
 
 from model_export.corpus import (
     SENTIMENT_INDEX,
+    held_out_dev,
     locate_target,
     mitchell_examples,
     sentiment_examples,
@@ -108,9 +109,15 @@ def span_f1(gold: list[set], pred: list[set]) -> float:
     return round(100 * 2 * precision * recall / (precision + recall), 1)
 
 
-def score_ner(predict: Predictor, data_dir: Path, head_name: str, split: str) -> dict:
+def score_ner(predict: Predictor, data_dir: Path, head_name: str, split: str,
+              dev_shares: Mapping[str, float] | None = None) -> dict:
+    """Scores of one NER head; on ``dev``, only the tweets that did not train
+    (``dev_shares``, see ``TrainConfig.train_with_dev``)."""
     head = HEAD_BY_NAME[head_name]
     sentences = read_conll(data_dir / head.dataset / f"{split}.conll").sentences
+    if split == "dev" and dev_shares:
+        held = held_out_dev([s.tokens for s in sentences], head_name, dev_shares)
+        sentences = [s for s, keep in zip(sentences, held, strict=True) if keep]
     analyses = predict([s.tokens for s in sentences], [head_name])
     gold = [s.tags for s in sentences]
     return ner_scores(gold, [a.tags[head_name] for a in analyses])
@@ -172,11 +179,13 @@ def score_topic(predict: Predictor, data_dir: Path, split: str) -> dict:
     return scores
 
 
-def evaluate(predict: Predictor, data_dir: Path, split: str, mitchell_folds: Sequence[int]) -> dict:
-    """Every score of one split (``dev`` or ``test``; SemEval 4A dev is ``val``)."""
+def evaluate(predict: Predictor, data_dir: Path, split: str, mitchell_folds: Sequence[int],
+             dev_shares: Mapping[str, float] | None = None) -> dict:
+    """Every score of one split (``dev`` or ``test``; SemEval 4A dev is ``val``); NER dev
+    scores leave out the tweets that trained (``dev_shares``)."""
     results: dict = {}
     for name in ("wnut16", "wnut17", "btc"):
-        results[name] = score_ner(predict, data_dir, name, split)
+        results[name] = score_ner(predict, data_dir, name, split, dev_shares)
     results["semeval2017_4a"] = score_sentiment(predict, data_dir,
                                                 "val" if split == "dev" else split)
     folds = {str(f): score_mitchell(predict, data_dir, f, split) for f in mitchell_folds}

@@ -26,6 +26,8 @@ from model_export.calibrate import calibrate_heads, tweet_prior_correction
 from model_export.corpus import (
     IGNORE,
     Example,
+    dev_shares,
+    dev_tweet_trains,
     mitchell_examples,
     ner_examples,
     sentiment_examples,
@@ -139,7 +141,8 @@ class TrainConfig:
     # were embedded with; the tweet head learns word polarity in its own table (bow_dim).
     embedding_lr_scale: float = 0.0
     # NER corpora whose dev split joins their training data; early stopping then watches the
-    # other dev sets only.
+    # other dev sets only. ``NAME:SHARE`` trains on that share of the split (chosen by a hash
+    # of each text) and keeps the rest for early stopping and calibration.
     train_with_dev: tuple[str, ...] = ("wnut16",)
     # Partial labels from one corpus for other heads (see model_export.label_transfer): BTC's
     # 6,338 tweets teach the WNUT16 and WNUT17 heads, weighted by ``transfer_weight`` (0: off).
@@ -155,6 +158,7 @@ class TrainConfig:
         if len(self.encoders) > 1 and self.embedding_lr_scale > 0:
             raise ValueError("ensemble members share one frozen word table: "
                              "use --embedding-lr-scale 0 with several encoders")
+        dev_shares(self.train_with_dev)
         if self.hidden % 2 and any("bilstm" in member_spec(e)[0] for e in self.encoders):
             raise ValueError(f"--hidden {self.hidden}: a BiLSTM encoder needs an even width "
                              "(half of it each way)")
@@ -165,6 +169,17 @@ class TrainConfig:
         above 30,000 words an fp32 word table would push the artifact past its 25 MB limit.
         The weights are rounded to fp16 after training, so torch and ONNX still agree."""
         return self.max_words > FP32_MAX_WORDS
+
+    @property
+    def dev_shares(self) -> dict[str, float]:
+        """Share of each NER dev split that trains (see ``train_with_dev``)."""
+        return dev_shares(self.train_with_dev)
+
+    @property
+    def dev_trained(self) -> tuple[str, ...]:
+        """NER corpora whose whole dev split trains: they get no dev score and no
+        calibration."""
+        return tuple(name for name, share in self.dev_shares.items() if share >= 1)
 
     @property
     def word_table_int8(self) -> bool:
@@ -227,10 +242,11 @@ def class_weights(labels: Sequence[int], n_classes: int, power: float = 0.5) -> 
 
 def load_training_sets(config: TrainConfig) -> dict[str, list[Example]]:
     """Training examples per task (optionally the first ``limit`` of each)."""
+    shares = config.dev_shares
     sets = {
         head.dataset: ner_examples(config.data_dir, head.name, "train")
-        + (ner_examples(config.data_dir, head.name, "dev")
-           if head.name in config.train_with_dev else [])
+        + ([e for e in ner_examples(config.data_dir, head.name, "dev")
+            if dev_tweet_trains(e.tokens, shares[head.name])] if head.name in shares else [])
         for head in NER_HEADS
         if head.name != "targets"
     }
@@ -259,11 +275,13 @@ def held_out_texts(config: TrainConfig) -> set[tuple[str, ...]]:
     encoder memorises them and the WNUT16 dev score measures recall of seen text, not
     generalisation (52.5 dev vs 29.1 test for the first artifact).
     """
+    shares = config.dev_shares
     return {
         tuple(e.tokens)
         for head in NER_HEADS
-        if head.name != "targets" and head.name not in config.train_with_dev
+        if head.name != "targets"
         for e in ner_examples(config.data_dir, head.name, "dev")
+        if not dev_tweet_trains(e.tokens, shares.get(head.name, 0.0))
     }
 
 
@@ -502,8 +520,9 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
             history.append({"epoch": epoch,
                             "train_loss": round(running / max(1, len(batches)), 4)})
             continue
-        dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds)
-        score = dev_objective(dev, exclude=config.train_with_dev)
+        dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds,
+                       config.dev_shares)
+        score = dev_objective(dev, exclude=config.dev_trained)
         scheduler.step(score)
         history.append({"epoch": epoch, "train_loss": round(running / max(1, len(batches)), 4),
                         "dev_objective": round(score, 2), "dev": dev})
@@ -524,7 +543,7 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
         model.load_state_dict(best_state)
     model.eval()
     calibration = (calibrate_heads(model, vocab, labels, config.data_dir, config.mitchell_folds,
-                                   skip=config.train_with_dev)
+                                   config.dev_shares)
                    if config.evaluate_dev else {})
     if config.evaluate_dev and config.tweet_prior_correction:
         calibration["tweet_sentiment"] = tweet_prior_correction(model, vocab, config.data_dir)
@@ -570,8 +589,9 @@ def train_ensemble(config: TrainConfig, vocab_and_vectors=None, jobs: int = 1) -
     objective = None
     if config.evaluate_dev:
         predict = torch_predictor(model, prepared[0], LabelSpace(labels_document()))
-        dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds)
-        objective = round(dev_objective(dev, exclude=config.train_with_dev), 2)
+        dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds,
+                       config.dev_shares)
+        objective = round(dev_objective(dev, exclude=config.dev_trained), 2)
         log.info("served model (mean of %d), calibrated: dev objective %.2f", len(members),
                  objective)
     return EnsembleResult(model, prepared[0], members, dev, objective, prepared[2],

@@ -118,6 +118,8 @@ def test_study_arguments_fail_in_one_line(tmp_path: Path) -> None:
         (("export", str(ARTIFACT), "--subset", "k=2", "--out", str(tmp_path)),
          "export takes one subset"),
         (("members", str(tmp_path)), "no model.onnx there"),
+        (("members", str(ARTIFACT), "--subset", "0", "--dev-split", "wnut17:1.5"),
+         "a dev split to train on is wnut16, wnut17 or btc"),
     ]:
         done = study(*args)
         assert done.returncode == 2, done.stderr

@@ -13,14 +13,21 @@ from model_export.calibrate import (
     PRIOR_BETAS,
     best_offset,
     calibrate_heads,
+    dev_sentences,
     tweet_prior_correction,
 )
-from model_export.corpus import Example, ner_examples
+from model_export.corpus import Example, dev_shares, held_out_dev, ner_examples
 from model_export.embeddings import build_vocab
 from model_export.evaluate import dev_objective, ner_scores, score_mitchell, score_sentiment
 from model_export.heads import HEAD_BY_NAME, NER_HEADS, labels_document
 from model_export.model import ModelConfig, TweetTagger
-from model_export.train import TrainConfig, hashtag_entities, load_training_sets, torch_predictor
+from model_export.train import (
+    TrainConfig,
+    hashtag_entities,
+    held_out_texts,
+    load_training_sets,
+    torch_predictor,
+)
 from stream.inference import LabelSpace
 from stream.settings import Settings
 
@@ -53,6 +60,33 @@ def test_held_out_dev_texts_never_reach_training(data_dir: Path):
     assert len(with_dev["wnut17"]) == 3394
     wnut17_dev = {tuple(e.tokens) for e in ner_examples(data_dir, "wnut17", "dev")}
     assert not any(tuple(e.tokens) in wnut17_dev for e in with_dev["wnut17"])
+
+
+def test_a_dev_share_trains_part_of_a_split_and_scores_the_rest(data_dir: Path):
+    """``wnut17:0.5``: about half of WNUT17 dev trains, the other half is what early stopping
+    and calibration see, and no tweet is on both sides; the split is the same every time."""
+    dev17 = [tuple(e.tokens) for e in ner_examples(data_dir, "wnut17", "dev")]
+    config = TrainConfig(data_dir=data_dir, train_with_dev=("wnut16", "wnut17:0.5"))
+    assert config.dev_trained == ("wnut16",)
+    sets = load_training_sets(config)
+    trained = [e for e in sets["wnut17"] if tuple(e.tokens) in set(dev17)]
+    assert len(sets["wnut17"]) == 3394 + len(trained)
+    assert 0.4 * len(dev17) < len(trained) < 0.6 * len(dev17)
+    _, gold = dev_sentences(data_dir, "wnut17", (1,), config.dev_shares)
+    tokens, _ = dev_sentences(data_dir, "wnut17", (1,), config.dev_shares)
+    assert len(tokens) == len(gold) == len(dev17) - len(trained)
+    assert not {tuple(t) for t in tokens} & {tuple(e.tokens) for e in trained}
+    assert held_out_texts(config) >= {tuple(t) for t in tokens}
+    assert [held_out_dev([t], "wnut17", config.dev_shares)[0] for t in dev17] == held_out_dev(
+        dev17, "wnut17", {"wnut17": 0.5})
+
+
+@pytest.mark.parametrize("entry", ["wnut17:0", "wnut17:1.5", "wnut17:x", "mitchell", "btc:"])
+def test_a_malformed_dev_share_is_a_one_line_error(entry: str, data_dir: Path):
+    with pytest.raises(ValueError, match="a dev split to train on"):
+        TrainConfig(data_dir=data_dir, train_with_dev=(entry,))
+    with pytest.raises(ValueError, match="once"):
+        dev_shares(("wnut17:0.5", "wnut17"))
 
 
 def test_dev_objective_leaves_out_corpora_trained_on_their_dev_split():
@@ -109,7 +143,7 @@ def test_calibration_folds_the_best_offset_into_the_o_bias(untrained, data_dir: 
     before = model.ner_heads[index].bias.detach().clone()
     others = {h.name: model.ner_heads[i].bias.detach().clone() for i, h in enumerate(NER_HEADS)}
     report = calibrate_heads(model, vocab, labels, data_dir, (1,),
-                             skip=("wnut16", "wnut17", "btc"))
+                             {"wnut16": 1.0, "wnut17": 1.0, "btc": 1.0})
     assert list(report) == ["targets"]
     after = model.ner_heads[index].bias.detach()
     assert after[0].item() == pytest.approx(before[0].item() - report["targets"]["offset"])
