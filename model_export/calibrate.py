@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_export.corpus import Example, held_out_dev, mitchell_examples, sentiment_examples
+from model_export.corpus import (
+    Example,
+    fully_trained,
+    held_out_dev_sentences,
+    mitchell_examples,
+    sentiment_examples,
+)
 from model_export.evaluate import classification_scores, ner_scores
 from model_export.heads import (
     HEAD_BY_NAME,
@@ -34,7 +40,6 @@ from model_export.heads import (
     TWEET_SENTIMENT_OUTPUT,
 )
 from model_export.model import TweetTagger
-from model_export.readers import read_conll
 from stream.inference import LabelSpace
 from stream.textproc import Vocab
 
@@ -55,9 +60,7 @@ def dev_sentences(data_dir: Path, head_name: str, mitchell_folds: Sequence[int],
         examples = [e for f in mitchell_folds for e in mitchell_examples(data_dir, f, "dev")]
         return ([e.tokens for e in examples],
                 [[head.tags[t] for t in e.ner_tags or []] for e in examples])
-    sentences = read_conll(data_dir / head.dataset / "dev.conll").sentences
-    held = held_out_dev([s.tokens for s in sentences], head_name, dev_shares or {})
-    sentences = [s for s, keep in zip(sentences, held, strict=True) if keep]
+    sentences = held_out_dev_sentences(data_dir, head_name, dev_shares or {})
     return [s.tokens for s in sentences], [s.tags for s in sentences]
 
 
@@ -107,7 +110,7 @@ def calibrate_heads(model: TweetTagger, vocab: Vocab, labels: LabelSpace, data_d
     shares = dev_shares or {}
     report = {}
     for index, head in enumerate(NER_HEADS):
-        if shares.get(head.name, 0.0) >= 1:
+        if head.name in fully_trained(shares):
             continue
         found = best_offset(model, vocab, labels, head.name, data_dir, mitchell_folds, shares)
         with torch.no_grad():

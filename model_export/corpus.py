@@ -14,6 +14,7 @@ from pathlib import Path
 from model_export.heads import HEAD_BY_NAME, NER_HEADS
 from model_export.readers import (
     LabelledText,
+    TaggedSentence,
     bieos_spans,
     read_conll,
     read_sentiment_tsv,
@@ -73,6 +74,20 @@ def held_out_dev(token_lists: Sequence[Sequence[str]], head_name: str,
     if share >= 1:
         return [True] * len(token_lists)
     return [not dev_tweet_trains(tokens, share) for tokens in token_lists]
+
+
+def fully_trained(shares: Mapping[str, float]) -> tuple[str, ...]:
+    """Corpora whose whole dev split trains: the dev objective leaves them out and
+    calibration leaves their heads alone."""
+    return tuple(name for name, share in shares.items() if share >= 1)
+
+
+def held_out_dev_sentences(data_dir: Path, head_name: str,
+                           shares: Mapping[str, float]) -> list[TaggedSentence]:
+    """A head's dev sentences that are scored (see ``held_out_dev``)."""
+    sentences = read_conll(data_dir / HEAD_BY_NAME[head_name].dataset / "dev.conll").sentences
+    held = held_out_dev([s.tokens for s in sentences], head_name, shares)
+    return [s for s, keep in zip(sentences, held, strict=True) if keep]
 
 
 def ner_examples(data_dir: Path, head_name: str, split: str) -> list[Example]:

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from model_export.calibrate import OFFSETS, PRIOR_BETAS, train_log_prior
-from model_export.corpus import dev_shares
+from model_export.corpus import dev_shares, fully_trained
 from model_export.evaluate import (
     dev_objective,
     evaluate,
@@ -179,15 +179,13 @@ def export_subset(source: Path, subset: Sequence[int], out_dir: Path, data_dir: 
     import shutil
 
     from model_export.artifact import export_checked, write_card
-    from model_export.bench_model import load_torch_model
     from model_export.evaluate import test_metrics
     from model_export.export import round_word_table_to_int8
     from model_export.train import torch_predictor
     from stream.inference import MODEL_FILES, file_sha256
 
     source_card = json.loads((source / "model_card.json").read_text(encoding="utf-8"))
-    full = load_torch_model(source)
-    networks = list(full.members) if isinstance(full, TweetEnsemble) else [full]
+    networks, _ = load_members([source])
     chosen = [networks[k] for k in subset]
     model = (TweetEnsemble(chosen) if len(chosen) > 1 else chosen[0]).eval()
     vocab = Vocab.load(source / "vocab.json")
@@ -200,8 +198,7 @@ def export_subset(source: Path, subset: Sequence[int], out_dir: Path, data_dir: 
     onnx_path = out_dir / MODEL_FILES["fp32"]
     for name in ("vocab.json", "labels.json"):
         shutil.copyfile(source / name, out_dir / name)
-    config = source_card.get("train_config", {})
-    folds = list(config.get("mitchell_folds", [1]))
+    folds = card_setting(source, "mitchell_folds", [1])
     shares = card_dev_shares(source)
     dev = evaluate(torch_predictor(model, vocab, LabelSpace.load(source / "labels.json")),
                    data_dir, "dev", folds, shares)
@@ -256,11 +253,6 @@ def card_setting(artifact: Path, key: str, default: list) -> list:
 def card_dev_shares(artifact: Path) -> dict[str, float]:
     """Which dev splits trained the artifact, and how much of each (``--train-with-dev``)."""
     return dev_shares(card_setting(artifact, "train_with_dev", ["wnut16"]))
-
-
-def fully_trained(shares: Mapping[str, float]) -> list[str]:
-    """Corpora whose whole dev split trained: the dev objective leaves them out."""
-    return [name for name, share in shares.items() if share >= 1]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -18,7 +18,7 @@ from seqeval.scheme import IOB2
 
 from model_export.corpus import (
     SENTIMENT_INDEX,
-    held_out_dev,
+    held_out_dev_sentences,
     locate_target,
     mitchell_examples,
     sentiment_examples,
@@ -113,11 +113,10 @@ def score_ner(predict: Predictor, data_dir: Path, head_name: str, split: str,
               dev_shares: Mapping[str, float] | None = None) -> dict:
     """Scores of one NER head; on ``dev``, only the tweets that did not train
     (``dev_shares``, see ``TrainConfig.train_with_dev``)."""
-    head = HEAD_BY_NAME[head_name]
-    sentences = read_conll(data_dir / head.dataset / f"{split}.conll").sentences
-    if split == "dev" and dev_shares:
-        held = held_out_dev([s.tokens for s in sentences], head_name, dev_shares)
-        sentences = [s for s, keep in zip(sentences, held, strict=True) if keep]
+    sentences = (held_out_dev_sentences(data_dir, head_name, dev_shares or {})
+                 if split == "dev"
+                 else read_conll(data_dir / HEAD_BY_NAME[head_name].dataset
+                                 / f"{split}.conll").sentences)
     analyses = predict([s.tokens for s in sentences], [head_name])
     gold = [s.tags for s in sentences]
     return ner_scores(gold, [a.tags[head_name] for a in analyses])

@@ -28,6 +28,7 @@ from model_export.corpus import (
     Example,
     dev_shares,
     dev_tweet_trains,
+    fully_trained,
     mitchell_examples,
     ner_examples,
     sentiment_examples,
@@ -179,7 +180,7 @@ class TrainConfig:
     def dev_trained(self) -> tuple[str, ...]:
         """NER corpora whose whole dev split trains: they get no dev score and no
         calibration."""
-        return tuple(name for name, share in self.dev_shares.items() if share >= 1)
+        return fully_trained(self.dev_shares)
 
     @property
     def word_table_int8(self) -> bool:

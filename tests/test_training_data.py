@@ -72,8 +72,7 @@ def test_a_dev_share_trains_part_of_a_split_and_scores_the_rest(data_dir: Path):
     trained = [e for e in sets["wnut17"] if tuple(e.tokens) in set(dev17)]
     assert len(sets["wnut17"]) == 3394 + len(trained)
     assert 0.4 * len(dev17) < len(trained) < 0.6 * len(dev17)
-    _, gold = dev_sentences(data_dir, "wnut17", (1,), config.dev_shares)
-    tokens, _ = dev_sentences(data_dir, "wnut17", (1,), config.dev_shares)
+    tokens, gold = dev_sentences(data_dir, "wnut17", (1,), config.dev_shares)
     assert len(tokens) == len(gold) == len(dev17) - len(trained)
     assert not {tuple(t) for t in tokens} & {tuple(e.tokens) for e in trained}
     assert held_out_texts(config) >= {tuple(t) for t in tokens}
