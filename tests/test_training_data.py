@@ -80,6 +80,27 @@ def test_a_dev_share_trains_part_of_a_split_and_scores_the_rest(data_dir: Path):
         dev17, "wnut17", {"wnut17": 0.5})
 
 
+def test_anonymised_training_tweets_hold_at_user_like_the_test_tweets(data_dir: Path):
+    """``--anonymise-handles`` writes the 4A training handles as the test set's ``@user``;
+    every other token, the label and the other tasks' texts stay as they were."""
+    plain = load_training_sets(TrainConfig(data_dir=data_dir, limit=2000))
+    anonymised = load_training_sets(
+        TrainConfig(data_dir=data_dir, limit=2000, anonymise_handles=True))
+    changed = 0
+    for before, after in zip(plain["sentiment"], anonymised["sentiment"], strict=True):
+        assert after.tweet_sentiment == before.tweet_sentiment
+        assert len(after.tokens) == len(before.tokens)
+        for old, new in zip(before.tokens, after.tokens, strict=True):
+            if old.startswith("@") and len(old) > 1 and old[1:].replace("_", "").isalnum():
+                assert new == "@user"
+                changed += old != new
+            else:
+                assert new == old
+    assert changed > 100
+    assert not any("@user" in e.tokens for e in plain["sentiment"])
+    assert anonymised["wnut16"] == plain["wnut16"] and anonymised["topic"] == plain["topic"]
+
+
 @pytest.mark.parametrize("entry", ["wnut17:0", "wnut17:1.5", "wnut17:x", "mitchell", "btc:"])
 def test_a_malformed_dev_share_is_a_one_line_error(entry: str, data_dir: Path):
     with pytest.raises(ValueError, match="a dev split to train on"):
