@@ -126,7 +126,7 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
 @click.option("--epochs", type=int, default=16, show_default=True, help="Most epochs.")
 @click.option("--patience", type=int, default=4, show_default=True,
               help="Epochs without dev improvement before stopping.")
-@click.option("--seed", type=int, default=13, show_default=True, help="Seed of the network.")
+@click.option("--seed", type=int, default=15, show_default=True, help="Seed of the network.")
 @click.option("--embedding-seed", type=int, default=15, show_default=True,
               help="Seed of the FastText vectors.")
 @click.option("--limit", type=int, default=None, help="Examples per training set (smoke runs).")
@@ -181,7 +181,7 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
               "(default 0.5; 1: balanced classes).")
 @click.option("--anonymise-handles/--keep-handles", default=None,
               help="Write the @handles of the SemEval-4A training tweets as @user, as TweetEval "
-              "did for the val and test tweets (default: keep them).")
+              "did for the val and test tweets (default: on).")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Ensemble members trained at once, each in its own process with --threads "
               "torch threads (the weights do not depend on it).")

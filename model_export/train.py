@@ -78,9 +78,9 @@ class TrainConfig:
 
     data_dir: Path
     work_dir: Path = Path("runs")
-    # Network seed 13, vectors seed 15: the highest dev objective of three runs (network
-    # seeds 13, 14, 15) on the one-worker (reproducible) vectors.
-    seed: int = 13
+    # Network seed 15, vectors seed 15: with --anonymise-handles, the highest dev objective
+    # of six runs (seeds 13, 14, 15, each with and without it) on the shipped vectors.
+    seed: int = 15
     # Seed of the FastText vectors (and of the unknown-word row), apart from the network's,
     # so experiments can hold cached vectors fixed while the network seed changes, or vary
     # both.
@@ -128,7 +128,8 @@ class TrainConfig:
     # Write every @handle of the SemEval-4A training tweets as ``@user``, as TweetEval did
     # for the val and test tweets (39% of the test tweets hold one; the training tweets keep
     # their handles, so the word ``@user`` never reached the tweet head in training).
-    anonymise_handles: bool = False
+    # Paired with the default over seeds 13-15: dev objective +0.22 on average (README).
+    anonymise_handles: bool = True
     lowercase_prob: float = 0.2
     # Probability that an entity span of these heads' examples is rewritten as one hashtag
     # ("Boyle Heights" -> "#BoyleHeights", same type): WNUT16 train annotates 9 hashtags as

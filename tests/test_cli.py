@@ -60,7 +60,7 @@ def test_every_command_has_help(command: str) -> None:
         (["train", "--task-weight", "tweet=lots"], "'lots' is not a number"),
         (["train", "--encoders", "idcnn,transformer"], "comma-separated list of idcnn"),
         (["train", "--encoders", "idcnn,bilstm:x"], "each optionally with :SEED"),
-        (["train", "--encoders", "idcnn,idcnn:13"], "a member is listed twice"),
+        (["train", "--seed", "13", "--encoders", "idcnn,idcnn:13"], "a member is listed twice"),
         (["train", "--embedding-lr-scale", "0.5"], "share one frozen word table"),
         (["train", "--hidden", "95"], "a BiLSTM encoder needs an even width"),
     ],

@@ -113,7 +113,7 @@ def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Pat
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_a_member_with_its_own_seed_is_that_seed_s_network(tmp_path: Path):
-    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=1,
+    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=1, seed=13,
                          evaluate_dev=False, encoders=("idcnn", "idcnn:14"))
     sets = load_training_sets(config)
     prepared = slice_vectors(sets)

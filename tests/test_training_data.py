@@ -83,7 +83,8 @@ def test_a_dev_share_trains_part_of_a_split_and_scores_the_rest(data_dir: Path):
 def test_anonymised_training_tweets_hold_at_user_like_the_test_tweets(data_dir: Path):
     """``--anonymise-handles`` writes the 4A training handles as the test set's ``@user``;
     every other token, the label and the other tasks' texts stay as they were."""
-    plain = load_training_sets(TrainConfig(data_dir=data_dir, limit=2000))
+    plain = load_training_sets(
+        TrainConfig(data_dir=data_dir, limit=2000, anonymise_handles=False))
     anonymised = load_training_sets(
         TrainConfig(data_dir=data_dir, limit=2000, anonymise_handles=True))
     changed = 0
