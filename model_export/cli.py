@@ -149,6 +149,9 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
               help="Learning-rate factor of the word embeddings (default 0: frozen).")
 @click.option("--hashtag-prob", type=float, default=None,
               help="Probability of rewriting a WNUT16 training mention as one hashtag.")
+@click.option("--entity-word-dropout", type=float, default=None,
+              help="Probability that a token of a labelled entity is read as an unknown word "
+              "in training (default 0; on top of the 0.05 word dropout of every token).")
 @click.option("--transfer-weight", type=float, default=None,
               help="Weight of BTC's partial labels for the WNUT16/WNUT17 heads "
               "(default 0.5; 0: off).")
@@ -193,7 +196,8 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   time_budget_min: float | None,
                   embedding_epochs: int, hidden: int, char_filters: int, char_dim: int,
                   embedding_lr_scale: float | None, hashtag_prob: float | None,
-                  transfer_weight: float | None, bow_dim: int | None,
+                  entity_word_dropout: float | None, transfer_weight: float | None,
+                  bow_dim: int | None,
                   max_words: int | None,
                   train_with_dev: tuple[str, ...] | None,
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
@@ -220,6 +224,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
             time_budget_s=None if time_budget_min is None else 60 * time_budget_min,
             **{name: value for name, value in (
                 ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
+                ("entity_word_dropout", entity_word_dropout),
                 ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
                 ("max_words", max_words), ("entity_tweet", entity_tweet),
                 ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weight),

@@ -26,6 +26,7 @@ from model_export.train import (
     hashtag_entities,
     held_out_texts,
     load_training_sets,
+    tensors,
     torch_predictor,
 )
 from stream.inference import LabelSpace
@@ -138,6 +139,30 @@ def test_entity_spans_become_hashtags_of_the_same_type():
         "O", "B-geo-loc", "O", "B-company", "B-company"]
     assert example.tokens[1] == "South"  # the original example is left alone
     assert hashtag_entities(example, WNUT16_TAGS, 0.0, random.Random(0)) is example
+
+
+def test_entity_word_dropout_hides_entity_words_only():
+    """--entity-word-dropout reads entity tokens as unknown words in training, never an O
+    token, never at evaluation, and leaves the ids alone when off."""
+    example = tagged([("shooting", "O"), ("in", "O"), ("South", "B-geo-loc"),
+                      ("Side", "I-geo-loc"), ("near", "O"), ("Kmart", "B-company")])
+    vocab = build_vocab([example.tokens, example.tokens], max_words=100)
+    known = vocab.encode([example.tokens])["word_ids"][0]
+    assert (known > 1).all()
+    quiet = dict(word_dropout=0.0, lowercase_prob=0.0, hashtag_prob=0.0)
+    config = TrainConfig(data_dir=Path("."), entity_word_dropout=0.999, **quiet)
+    torch.manual_seed(0)
+    ids = tensors([example] * 8, vocab, config, random.Random(0), train=True)["word_ids"]
+    entity = torch.tensor([tag != 0 for tag in example.ner_tags or []])
+    assert (ids[:, entity] == 1).all()  # UNK
+    assert (ids[:, ~entity] == torch.from_numpy(known[~entity.numpy()])).all()
+    scored = tensors([example], vocab, config, random.Random(0), train=False)["word_ids"]
+    assert (scored[0] == torch.from_numpy(known)).all()
+    off = TrainConfig(data_dir=Path("."), **quiet)
+    assert (tensors([example], vocab, off, random.Random(0), train=True)["word_ids"][0]
+            == torch.from_numpy(known)).all()
+    with pytest.raises(ValueError, match="entity-word-dropout 1.5: a probability"):
+        TrainConfig(data_dir=Path("."), entity_word_dropout=1.5)
 
 
 @pytest.fixture(scope="module")
