@@ -172,10 +172,9 @@ class TrainConfig:
             raise ValueError("ensemble members share one frozen word table: "
                              "use --embedding-lr-scale 0 with several encoders")
         dev_shares(self.train_with_dev)
-        for name in ("word_dropout", "entity_word_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: "
-                                 "a probability in [0, 1)")
+        if not 0 <= self.entity_word_dropout < 1:
+            raise ValueError(f"--entity-word-dropout {self.entity_word_dropout}: "
+                             "a probability in [0, 1)")
         if self.hidden % 2 and any("bilstm" in member_spec(e)[0] for e in self.encoders):
             raise ValueError(f"--hidden {self.hidden}: a BiLSTM encoder needs an even width "
                              "(half of it each way)")
@@ -375,14 +374,15 @@ def tensors(
         return values + [IGNORE] * (steps - len(values))
 
     feeds["ner"] = torch.tensor([pad(e.ner_tags) for e in batch])
+    # Word ids read as UNK (1). Each dropout draws only when on, so a recipe without entity
+    # word dropout keeps the random stream it always had.
+    hidden = torch.zeros(feeds["word_ids"].shape, dtype=torch.bool)
     if train and config.word_dropout > 0:
-        drop = torch.rand(feeds["word_ids"].shape) < config.word_dropout
-        feeds["word_ids"] = feeds["word_ids"].masked_fill(drop & (feeds["word_ids"] > 1), 1)
+        hidden |= torch.rand(hidden.shape) < config.word_dropout
     if train and config.entity_word_dropout > 0:
-        drop = torch.rand(feeds["word_ids"].shape) < config.entity_word_dropout
         entity = feeds["ner"] > 0  # tag 0 is O; IGNORE (-100) marks padding and unlabelled
-        feeds["word_ids"] = feeds["word_ids"].masked_fill(
-            drop & entity & (feeds["word_ids"] > 1), 1)
+        hidden |= (torch.rand(hidden.shape) < config.entity_word_dropout) & entity
+    feeds["word_ids"] = feeds["word_ids"].masked_fill(hidden & (feeds["word_ids"] > 1), 1)
     feeds["mention"] = torch.tensor(
         [[t.startswith("@") for t in e.tokens] + [False] * (steps - len(e.tokens))
          for e in batch], dtype=torch.bool)
