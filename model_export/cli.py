@@ -165,6 +165,9 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
               "or SHARE of it, chosen by a hash of each text, with the rest kept for early "
               "stopping and calibration (repeatable, e.g. wnut16 and wnut17:0.5; default: "
               "wnut16; 'none' keeps every dev split for scoring).")
+@click.option("--dev-repeat", type=click.IntRange(min=1), default=None,
+              help="Passes over each dev tweet that trains (--train-with-dev) per pass over "
+              "its corpus's training split (default 1).")
 @click.option("--entity-tweet/--no-entity-tweet", default=None,
               help="Entity-sentiment head also reads the tweet head's hidden layer "
               "(default: on).")
@@ -199,7 +202,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   entity_word_dropout: float | None, transfer_weight: float | None,
                   bow_dim: int | None,
                   max_words: int | None,
-                  train_with_dev: tuple[str, ...] | None,
+                  train_with_dev: tuple[str, ...] | None, dev_repeat: int | None,
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
                   task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
                   tweet_prior_correction: bool | None, tweet_class_power: float | None,
@@ -231,7 +234,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                 ("sentiment_per_epoch", sentiment_per_epoch),
                 ("tweet_prior_correction", tweet_prior_correction),
                 ("tweet_class_power", tweet_class_power), ("encoders", encoders),
-                ("anonymise_handles", anonymise_handles),
+                ("anonymise_handles", anonymise_handles), ("dev_repeat", dev_repeat),
                 ("train_with_dev",
                  tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
             ) if value is not None},

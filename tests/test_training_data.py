@@ -81,6 +81,25 @@ def test_a_dev_share_trains_part_of_a_split_and_scores_the_rest(data_dir: Path):
         dev17, "wnut17", {"wnut17": 0.5})
 
 
+def test_dev_repeat_repeats_only_the_dev_tweets_that_train(data_dir: Path):
+    """``--dev-repeat 3`` with half of WNUT16 dev training: that half three times, the
+    training split once, the held-out half never; 1 is the recipe's training set as it was."""
+    train16 = [tuple(e.tokens) for e in ner_examples(data_dir, "wnut16", "train")]
+    once = load_training_sets(TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",)))
+    thrice = load_training_sets(
+        TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",), dev_repeat=3))
+    half = once["wnut16"][len(train16):]
+    assert [tuple(e.tokens) for e in once["wnut16"][: len(train16)]] == train16
+    assert 400 < len(half) < 600
+    assert thrice["wnut16"] == once["wnut16"] + half + half
+    held = {tuple(t) for t in held_out_texts(
+        TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",), dev_repeat=3))}
+    assert not held & {tuple(e.tokens) for e in thrice["wnut16"]}
+    assert thrice["wnut17"] == once["wnut17"] and thrice["btc"] == once["btc"]
+    with pytest.raises(ValueError, match="--dev-repeat 0"):
+        TrainConfig(data_dir=data_dir, dev_repeat=0)
+
+
 def test_anonymised_training_tweets_hold_at_user_like_the_test_tweets(data_dir: Path):
     """``--anonymise-handles`` writes the 4A training handles as the test set's ``@user``;
     every other token, the label and the other tasks' texts stay as they were."""
