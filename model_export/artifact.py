@@ -147,6 +147,7 @@ def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -
                                          encoding="utf-8")
     now = dt.datetime.now(dt.UTC)
     members = [member_summary(m) for m in result.members]
+    trained_dev = ", ".join(config.dev_trained) or "none"
     word_table = ("int8 rows + per-row scale" if config.word_table_int8
                   else "fp16 + Cast" if config.embedding_fp16 else "fp32")
     card = {
@@ -166,7 +167,8 @@ def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -
         "embedding_coverage": round(result.embedding_coverage, 4),
         "members": members,
         "dev": {"what": "dev scores of the served model (the members' mean, each member "
-                "calibrated); WNUT16 dev is training data and left out of the objective",
+                "calibrated) on the dev tweets that did not train; the objective leaves out "
+                f"the corpora whose whole dev split trained: {trained_dev}",
                 "objective": result.dev_objective, "scores": result.dev},
         "calibration_method": CALIBRATION,
         "export": {"opset": 17, "parity_max_abs_diff": worst,

@@ -56,7 +56,8 @@ def test_held_out_dev_texts_never_reach_training(data_dir: Path):
     assert len(clean["wnut16"]) == 2394
     assert not any(tuple(e.tokens) in dev16 for e in clean["wnut17"])
     assert 2300 < len(clean["wnut17"]) < 3394
-    with_dev = load_training_sets(TrainConfig(data_dir=data_dir, train_with_dev=("wnut16",)))
+    with_dev = load_training_sets(TrainConfig(data_dir=data_dir, train_with_dev=("wnut16",),
+                                              dev_repeat=1))
     assert len(with_dev["wnut16"]) == 2394 + 1000
     assert len(with_dev["wnut17"]) == 3394
     wnut17_dev = {tuple(e.tokens) for e in ner_examples(data_dir, "wnut17", "dev")}
@@ -67,7 +68,8 @@ def test_a_dev_share_trains_part_of_a_split_and_scores_the_rest(data_dir: Path):
     """``wnut17:0.5``: about half of WNUT17 dev trains, the other half is what early stopping
     and calibration see, and no tweet is on both sides; the split is the same every time."""
     dev17 = [tuple(e.tokens) for e in ner_examples(data_dir, "wnut17", "dev")]
-    config = TrainConfig(data_dir=data_dir, train_with_dev=("wnut16", "wnut17:0.5"))
+    config = TrainConfig(data_dir=data_dir, train_with_dev=("wnut16", "wnut17:0.5"),
+                         dev_repeat=1)
     assert config.dev_trained == ("wnut16",)
     sets = load_training_sets(config)
     trained = [e for e in sets["wnut17"] if tuple(e.tokens) in set(dev17)]
@@ -82,12 +84,12 @@ def test_a_dev_share_trains_part_of_a_split_and_scores_the_rest(data_dir: Path):
 
 
 def test_dev_repeat_repeats_only_the_dev_tweets_that_train(data_dir: Path):
-    """``--dev-repeat 3`` with half of WNUT16 dev training: that half three times, the
-    training split once, the held-out half never; 1 is the recipe's training set as it was."""
+    """``--dev-repeat 3`` (the default) with half of WNUT16 dev training: that half three
+    times, the training split once, the held-out half never; 1 is the earlier recipes' set."""
     train16 = [tuple(e.tokens) for e in ner_examples(data_dir, "wnut16", "train")]
-    once = load_training_sets(TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",)))
-    thrice = load_training_sets(
-        TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",), dev_repeat=3))
+    once = load_training_sets(
+        TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",), dev_repeat=1))
+    thrice = load_training_sets(TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",)))
     half = once["wnut16"][len(train16):]
     assert [tuple(e.tokens) for e in once["wnut16"][: len(train16)]] == train16
     assert 400 < len(half) < 600
