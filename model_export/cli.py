@@ -167,7 +167,7 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
               "wnut16; 'none' keeps every dev split for scoring).")
 @click.option("--dev-repeat", type=click.IntRange(min=1), default=None,
               help="Passes over each dev tweet that trains (--train-with-dev) per pass over "
-              "its corpus's training split (default 3; 1: the shipped artifact's recipe).")
+              "its corpus's training split (default 3; 1: the recipe before session 16).")
 @click.option("--entity-tweet/--no-entity-tweet", default=None,
               help="Entity-sentiment head also reads the tweet head's hidden layer "
               "(default: on).")

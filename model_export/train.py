@@ -161,7 +161,7 @@ class TrainConfig:
     # WNUT16 test tweets come from the period of its dev split, not of its older training
     # split: with half of WNUT16 dev held out, 3 passes over the other half raised the held-out
     # half by 4.5-6 F1 and won both pairs of session 16's study. 1 gives the batches of the
-    # recipes before it (the shipped artifact's).
+    # recipes before it.
     dev_repeat: int = 3
     # Partial labels from one corpus for other heads (see model_export.label_transfer): BTC's
     # 6,338 tweets teach the WNUT16 and WNUT17 heads, weighted by ``transfer_weight`` (0: off).

@@ -89,13 +89,14 @@ def test_dev_repeat_repeats_only_the_dev_tweets_that_train(data_dir: Path):
     train16 = [tuple(e.tokens) for e in ner_examples(data_dir, "wnut16", "train")]
     once = load_training_sets(
         TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",), dev_repeat=1))
-    thrice = load_training_sets(TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",)))
+    config = TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",))
+    assert config.dev_repeat == 3
+    thrice = load_training_sets(config)
     half = once["wnut16"][len(train16):]
     assert [tuple(e.tokens) for e in once["wnut16"][: len(train16)]] == train16
     assert 400 < len(half) < 600
     assert thrice["wnut16"] == once["wnut16"] + half + half
-    held = {tuple(t) for t in held_out_texts(
-        TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",), dev_repeat=3))}
+    held = {tuple(t) for t in held_out_texts(config)}
     assert not held & {tuple(e.tokens) for e in thrice["wnut16"]}
     assert thrice["wnut17"] == once["wnut17"] and thrice["btc"] == once["btc"]
     with pytest.raises(ValueError, match="--dev-repeat 0"):
