@@ -80,7 +80,8 @@ def ner_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
 
 
 def classification_scores(gold: Sequence[int], pred: Sequence[int], classes: Sequence[int]) -> dict:
-    """Macro recall, macro F1 over ``classes`` and accuracy (fractions, 0-1)."""
+    """Macro recall, macro F1 over ``classes``, accuracy (fractions, 0-1), and the recall of
+    each class: a macro recall that moves is read by which class moved it."""
     gold_a, pred_a = np.asarray(gold), np.asarray(pred)
     recalls, f1s = [], []
     for c in classes:
@@ -95,6 +96,8 @@ def classification_scores(gold: Sequence[int], pred: Sequence[int], classes: Seq
         "macro_recall": round(float(np.mean(recalls)), 4),
         "macro_f1": round(float(np.mean(f1s)), 4),
         "accuracy": round(float(np.mean(gold_a == pred_a)), 4),
+        "recall_per_class": {SENTIMENTS[c]: round(r, 4) for c, r in zip(classes, recalls,
+                                                                         strict=True)},
     }
 
 

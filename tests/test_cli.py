@@ -178,5 +178,9 @@ def test_eval_prints_the_test_table_of_the_committed_artifact() -> None:
     span = float(rows[("WNUT16 test", "span F1, types ignored")].split("|")[3])
     assert 0 < f1 <= span <= 100  # typing can only lose spans
     assert ("SemEval-2017 4A test", "macro recall") in rows
+    per_class = rows[("SemEval-2017 4A test", "recall negative / neutral / positive")]
+    recalls = [float(r) for r in per_class.split("|")[3].split("/")]
+    macro = float(rows[("SemEval-2017 4A test", "macro recall")].split("|")[3])
+    assert sum(recalls) / 3 == pytest.approx(macro, abs=1e-3)
     assert "WNUT16 test (fp32), spans found with the wrong type (gold -> predicted):" in proc.stdout
     assert (model_dir / "model_card.json").read_text() == card

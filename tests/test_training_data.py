@@ -18,7 +18,13 @@ from model_export.calibrate import (
 )
 from model_export.corpus import Example, dev_shares, held_out_dev, ner_examples
 from model_export.embeddings import build_vocab
-from model_export.evaluate import dev_objective, ner_scores, score_mitchell, score_sentiment
+from model_export.evaluate import (
+    classification_scores,
+    dev_objective,
+    ner_scores,
+    score_mitchell,
+    score_sentiment,
+)
 from model_export.heads import HEAD_BY_NAME, NER_HEADS, labels_document
 from model_export.model import ModelConfig, TweetTagger
 from model_export.train import (
@@ -138,6 +144,17 @@ def test_dev_objective_leaves_out_corpora_trained_on_their_dev_split():
            "semeval2017_4a": {"macro_recall": 0.6}, "mitchell2013": {"f1": 50.0}}
     assert dev_objective(dev) == pytest.approx(58.0)
     assert dev_objective(dev, exclude=("wnut16",)) == pytest.approx(50.0)
+
+
+def test_classification_scores_give_the_recall_of_each_class():
+    gold = [0, 0, 0, 0, 1, 1, 2, 2]
+    pred = [0, 1, 1, 1, 1, 1, 2, 0]
+    scores = classification_scores(gold, pred, range(3))
+    assert scores["recall_per_class"] == {"negative": 0.25, "neutral": 1.0, "positive": 0.5}
+    assert scores["macro_recall"] == pytest.approx((0.25 + 1.0 + 0.5) / 3, abs=1e-4)
+    assert scores["accuracy"] == 0.5
+    topic = classification_scores([0, 2, 2], [0, 0, 2], [0, 2])  # topic test: two classes
+    assert topic["recall_per_class"] == {"negative": 1.0, "positive": 0.5}
 
 
 def test_ner_scores_separate_finding_a_span_from_typing_it():
