@@ -191,6 +191,9 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
 @click.option("--anonymise-handles/--keep-handles", default=None,
               help="Write the @handles of the SemEval-4A training tweets as @user, as TweetEval "
               "did for the val and test tweets (default: on).")
+@click.option("--strip-urls/--keep-urls", default=None,
+              help="Drop the URLs of the SemEval-4A training tweets, as TweetEval did for the "
+              "val and test tweets (default: keep).")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Ensemble members trained at once, each in its own process with --threads "
               "torch threads (the weights do not depend on it).")
@@ -209,7 +212,8 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
                   task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
                   tweet_prior_correction: bool | None, tweet_class_power: float | None,
-                  anonymise_handles: bool | None, encoders: tuple[str, ...] | None, jobs: int,
+                  anonymise_handles: bool | None, strip_urls: bool | None,
+                  encoders: tuple[str, ...] | None, jobs: int,
                   threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
@@ -237,7 +241,8 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                 ("sentiment_per_epoch", sentiment_per_epoch),
                 ("tweet_prior_correction", tweet_prior_correction),
                 ("tweet_class_power", tweet_class_power), ("encoders", encoders),
-                ("anonymise_handles", anonymise_handles), ("dev_repeat", dev_repeat),
+                ("anonymise_handles", anonymise_handles), ("strip_urls", strip_urls),
+                ("dev_repeat", dev_repeat),
                 ("train_with_dev",
                  tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),
             ) if value is not None},

@@ -131,6 +131,22 @@ def test_anonymised_training_tweets_hold_at_user_like_the_test_tweets(data_dir: 
     assert anonymised["wnut16"] == plain["wnut16"] and anonymised["topic"] == plain["topic"]
 
 
+def test_stripped_training_tweets_lose_their_urls_and_nothing_else(data_dir: Path):
+    """``--strip-urls`` drops the 4A training tweets' URLs (TweetEval removed them from val and
+    test); every other token, the label and the other tasks' texts stay as they were."""
+    kept = load_training_sets(TrainConfig(data_dir=data_dir, limit=2000))
+    stripped = load_training_sets(TrainConfig(data_dir=data_dir, limit=2000, strip_urls=True))
+    assert len(stripped["sentiment"]) == len(kept["sentiment"])
+    changed = 0
+    for before, after in zip(kept["sentiment"], stripped["sentiment"], strict=True):
+        assert after.tweet_sentiment == before.tweet_sentiment
+        assert after.tokens == [t for t in before.tokens
+                                if not t.startswith(("http://", "https://", "www."))]
+        changed += after.tokens != before.tokens
+    assert changed > 300
+    assert stripped["wnut16"] == kept["wnut16"] and stripped["topic"] == kept["topic"]
+
+
 @pytest.mark.parametrize("entry", ["wnut17:0", "wnut17:1.5", "wnut17:x", "mitchell", "btc:"])
 def test_a_malformed_dev_share_is_a_one_line_error(entry: str, data_dir: Path):
     with pytest.raises(ValueError, match="a dev split to train on"):
