@@ -1,0 +1,137 @@
+"""Will ``tweetwatch train`` rebuild the committed artifact's weights on this machine?
+
+The recipe is deterministic for a seed, but the FastText vectors differ in their last digits
+between CPU models, and every network trained on them differs with them. So the vectors
+decide: this builds them as ``tweetwatch train`` does (about 9 minutes on 2 cores, cached in
+the work folder, where a later ``tweetwatch train`` finds them), stores them as the artifact
+stores its word table (fp16, then int8 rows with a scale per row) and compares that, row by
+row, with the table inside ``model.onnx``. Identical rows and vocabulary mean a training run
+with the card's seeds and options rebuilds the artifact here, so a paired study may stand on
+the committed run instead of training it again; any difference means another draw of the
+recipe.
+
+    python -m model_export.rebuild_check [--model-dir DIR] [--data-dir DIR] [--work-dir runs]
+
+Exit status 0 when the vectors match, 1 when they differ, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stream.settings import get_settings
+from stream.textproc import Vocab
+
+# The training options that shape the vocabulary and the vectors (the card's train_config).
+VECTOR_OPTIONS = ("embedding_seed", "embedding_epochs", "max_words", "word_dim",
+                  "mitchell_folds")
+
+
+@dataclass(frozen=True, slots=True)
+class TableMatch:
+    """How the word table built here compares with the artifact's."""
+
+    same_vocab: bool
+    rows: int
+    rows_equal: int
+    max_abs_diff: float
+
+    @property
+    def identical(self) -> bool:
+        return self.same_vocab and self.rows_equal == self.rows
+
+
+def artifact_word_table(model_path: Path) -> np.ndarray:
+    """The shared word table of ``model.onnx`` as the runtime reads it (int8 rows times their
+    scale, or the fp16/fp32 table itself)."""
+    import onnx
+    from onnx import numpy_helper
+
+    tables = {init.name: numpy_helper.to_array(init)
+              for init in onnx.load(str(model_path)).graph.initializer
+              if "word_embedding.weight" in init.name}
+    names = sorted(name for name in tables if name.endswith("word_embedding.weight"))
+    if not names:
+        raise ValueError(f"{model_path}: no word_embedding.weight initializer")
+    table = tables[names[0]].astype(np.float32)
+    scale = tables.get(f"{names[0]}_scale")
+    return table * scale if scale is not None else table
+
+
+def stored_word_table(matrix: np.ndarray, embedding_fp16: bool,
+                      word_table_int8: bool) -> np.ndarray:
+    """``matrix`` rounded as ``write_artifact`` rounds the trained word table before export."""
+    from model_export.export import quantize_rows
+
+    table = matrix.astype(np.float16).astype(np.float32) if embedding_fp16 else matrix
+    if word_table_int8:
+        q, scale = quantize_rows(table)
+        table = q.astype(np.float32) * scale
+    return table
+
+
+def compare_tables(vocab: Vocab, table: np.ndarray, artifact_vocab: Vocab,
+                   artifact_table: np.ndarray) -> TableMatch:
+    """Row-by-row comparison; tables of different shapes match nowhere."""
+    same_vocab = vocab.words == artifact_vocab.words
+    if table.shape != artifact_table.shape:
+        return TableMatch(same_vocab, artifact_table.shape[0], 0, float("inf"))
+    return TableMatch(same_vocab, table.shape[0],
+                      int((table == artifact_table).all(axis=1).sum()),
+                      float(np.abs(table - artifact_table).max()))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="python -m model_export.rebuild_check",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=settings.model_dir,
+                        help="artifact to compare with (default: the served model)")
+    parser.add_argument("--data-dir", type=Path, default=settings.data_dir,
+                        help="shared data folder (default: setting TWEETWATCH_DATA_DIR)")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs"),
+                        help="scratch folder holding the vector cache (default: runs)")
+    args = parser.parse_args(argv)
+    card_path = args.model_dir / "model_card.json"
+    for path in (card_path, args.model_dir / "model.onnx", args.model_dir / "vocab.json"):
+        if not path.is_file():
+            parser.exit(2, f"{parser.prog}: error: no {path.name} in {args.model_dir}\n")
+    if not (args.data_dir / "unlabeled" / "tweets.txt").is_file():
+        parser.exit(2, f"{parser.prog}: error: no unlabeled/tweets.txt under {args.data_dir}\n")
+
+    from model_export.train import TrainConfig, prepare_vocab
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    recipe = json.loads(card_path.read_text(encoding="utf-8"))["train_config"]
+    config = TrainConfig(data_dir=args.data_dir, work_dir=args.work_dir,
+                         encoders=tuple(recipe["encoders"]),
+                         **{name: (tuple(recipe[name]) if name == "mitchell_folds"
+                                   else recipe[name]) for name in VECTOR_OPTIONS})
+    vocab, matrix, _ = prepare_vocab(config)
+    match = compare_tables(
+        vocab, stored_word_table(matrix, config.embedding_fp16, config.word_table_int8),
+        Vocab.load(args.model_dir / "vocab.json"),
+        artifact_word_table(args.model_dir / "model.onnx"))
+    print(f"vocabulary: {'the same' if match.same_vocab else 'DIFFERENT'} "
+          f"({len(vocab.words):,} words here)")
+    print(f"word table: {match.rows_equal:,} of {match.rows:,} rows identical "
+          f"(largest difference {match.max_abs_diff:.3g})")
+    if match.identical:
+        print("this machine builds the artifact's vectors: tweetwatch train with the card's "
+              "seeds and options rebuilds its weights")
+        return
+    print("this machine builds other vectors: tweetwatch train trains another draw of the "
+          "recipe, not the committed weights")
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
