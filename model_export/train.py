@@ -132,8 +132,9 @@ class TrainConfig:
     # Paired with the default over seeds 13-15: dev objective +0.22 on average (README).
     anonymise_handles: bool = True
     # Drop the URLs of the SemEval-4A training tweets, as TweetEval did for the val and test
-    # tweets (29% of training tweets hold one, 0.2% of val, 3% of test). Off until measured
-    # (README, "URLs out of the 4A training tweets").
+    # tweets (29% of training tweets hold one, 0.2% of val, 3% of test). Off: it won one
+    # pair of two on the dev objective (+0.47, -1.20; docs/model-studies.md, "URLs out of the
+    # 4A training tweets").
     strip_urls: bool = False
     lowercase_prob: float = 0.2
     # Probability that an entity span of these heads' examples is rewritten as one hashtag
