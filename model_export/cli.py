@@ -161,6 +161,10 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
 @click.option("--bow-dim", type=int, default=None,
               help="Width of the tweet head's own bag-of-words table (default 16; 0: the bag "
               "averages the shared word vectors).")
+@click.option("--bow-from-vectors/--bow-own-table", default=None,
+              help="Learn the tweet head's bag-of-words table as a projection of the frozen "
+              "word vectors plus a per-word residual started at zero, folded into one table "
+              "for export (default: an own table, randomly started).")
 @click.option("--max-words", type=int, default=None,
               help="Vocabulary size (default 60000; above 30000 the big tables are stored fp16).")
 @click.option("--train-with-dev", multiple=True, default=None, metavar="NAME[:SHARE]",
@@ -206,7 +210,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   embedding_epochs: int, hidden: int, char_filters: int, char_dim: int,
                   embedding_lr_scale: float | None, hashtag_prob: float | None,
                   entity_word_dropout: float | None, transfer_weight: float | None,
-                  bow_dim: int | None,
+                  bow_dim: int | None, bow_from_vectors: bool | None,
                   max_words: int | None,
                   train_with_dev: tuple[str, ...] | None, dev_repeat: int | None,
                   entity_tweet: bool | None, entity_detach_pooled: bool | None,
@@ -236,6 +240,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                 ("embedding_lr_scale", embedding_lr_scale), ("hashtag_prob", hashtag_prob),
                 ("entity_word_dropout", entity_word_dropout),
                 ("transfer_weight", transfer_weight), ("bow_dim", bow_dim),
+                ("bow_from_vectors", bow_from_vectors),
                 ("max_words", max_words), ("entity_tweet", entity_tweet),
                 ("entity_detach_pooled", entity_detach_pooled), ("task_weights", task_weight),
                 ("sentiment_per_epoch", sentiment_per_epoch),

@@ -12,7 +12,7 @@ any batch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -42,6 +42,12 @@ class ModelConfig:
     # unseen entities must keep their FastText neighbourhood, while sentiment still learns
     # word polarities.
     bow_dim: int = 0
+    # Train the bag-of-words table as a learnt projection of the frozen word vectors plus a
+    # per-word residual that starts at zero. A word the 4A training tweets never hold then
+    # enters the tweet head through its FastText neighbours' polarity, not as the random row
+    # it would keep in a table of its own. ``fold_bow_projection`` turns it back into one
+    # plain table before export, so the graph and the artifact's size do not change.
+    bow_from_vectors: bool = False
     # The entity-sentiment head also reads the tweet head's hidden layer, which sees the
     # bag-of-words polarities learnt on 48k SemEval tweets: a Mitchell tweet usually has one
     # target, whose polarity is often the tweet's. It reads a detached copy, so the entity
@@ -91,7 +97,11 @@ class TweetTagger(nn.Module):
         self.entity_context = nn.Linear(2 * config.hidden, 3)
         self.bow_embedding = (nn.Embedding(config.n_words, config.bow_dim, padding_idx=0)
                               if config.tweet_bow and config.bow_dim > 0 else None)
-        if self.bow_embedding is not None:
+        self.bow_project = None
+        if self.bow_embedding is not None and config.bow_from_vectors:
+            nn.init.zeros_(self.bow_embedding.weight)
+            self.bow_project = nn.Linear(config.word_dim, config.bow_dim, bias=False)
+        elif self.bow_embedding is not None:
             nn.init.normal_(self.bow_embedding.weight, std=0.1)
             with torch.no_grad():
                 self.bow_embedding.weight[0].zero_()
@@ -151,6 +161,8 @@ class TweetTagger(nn.Module):
         tweet_in = pooled
         if self.config.tweet_bow:
             bag_words = words if self.bow_embedding is None else self.bow_embedding(word_ids)
+            if self.bow_project is not None:
+                bag_words = bag_words + self.bow_project(words)
             bag = (bag_words * maskf.transpose(1, 2)).sum(dim=1) / count  # [B,D]
             tweet_in = torch.cat([pooled, self.dropout(bag)], dim=1)
         tweet_state = self.dropout(torch.relu(self.tweet_hidden(tweet_in)))
@@ -158,6 +170,18 @@ class TweetTagger(nn.Module):
         if self.entity_tweet is not None:
             entity = entity + self.entity_tweet(tweet_state.detach()).unsqueeze(1)
         return (*ner, entity, tweet)
+
+
+    def fold_bow_projection(self) -> None:
+        """Write the projected word vectors into the bag-of-words table and drop the
+        projection: the same function, served as the one table the exporter and the loaders
+        know (``bow_from_vectors`` is then off in ``config``, which the model card stores)."""
+        if self.bow_project is None or self.bow_embedding is None:
+            return
+        with torch.no_grad():
+            self.bow_embedding.weight += self.word_embedding.weight @ self.bow_project.weight.T
+        self.bow_project = None
+        self.config = replace(self.config, bow_from_vectors=False)
 
 
 class TweetEnsemble(nn.Module):

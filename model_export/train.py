@@ -104,6 +104,10 @@ class TrainConfig:
     dropout: float = 0.3
     tweet_bow: bool = True
     bow_dim: int = 16  # the tweet head's own bag-of-words table (0: shared word vectors)
+    # ModelConfig.bow_from_vectors: the bag table learnt as a projection of the frozen
+    # vectors plus a zero-started residual (docs/model-studies.md, "The bag of words from
+    # the word vectors").
+    bow_from_vectors: bool = False
     epochs: int = 16
     patience: int = 4
     batch_size: int = 32
@@ -521,7 +525,8 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
         n_words=len(vocab.words), n_chars=len(vocab.chars), word_dim=config.word_dim,
         char_dim=config.char_dim, char_filters=config.char_filters, hidden=config.hidden,
         dilations=config.dilations, dropout=config.dropout, tweet_bow=config.tweet_bow,
-        bow_dim=config.bow_dim, entity_tweet=config.entity_tweet,
+        bow_dim=config.bow_dim, bow_from_vectors=config.bow_from_vectors,
+        entity_tweet=config.entity_tweet,
         entity_detach_pooled=config.entity_detach_pooled, encoder=encoder))
     with torch.no_grad():
         model.word_embedding.weight.copy_(torch.from_numpy(matrix))
@@ -582,6 +587,7 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.fold_bow_projection()
     model.eval()
     calibration = (calibrate_heads(model, vocab, labels, config.data_dir, config.mitchell_folds,
                                    config.dev_shares)

@@ -88,6 +88,50 @@ def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
+def test_bag_of_words_from_the_word_vectors_folds_into_one_table(tmp_path: Path):
+    """bow_from_vectors: words the sentiment tweets never hold keep a zero residual, so their
+    bag row is their projected FastText vector; after training the projection is folded
+    into the table and the network computes what it computed before the fold."""
+    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=2,
+                         evaluate_dev=False, bow_dim=8, bow_from_vectors=True)
+    sets = load_training_sets(config)
+    prepared = slice_vectors(sets)
+    vocab, matrix, _ = prepared
+    seen = {i for e in sets["sentiment"] for i in vocab.encode([e.tokens])["word_ids"][0]}
+    unused = sorted(set(range(2, len(vocab.words))) - seen)[:50]
+
+    captured: dict[str, torch.Tensor] = {}
+    original_fold = TweetTagger.fold_bow_projection
+
+    def spy(model: TweetTagger) -> None:
+        assert model.bow_project is not None
+        captured["residual"] = model.bow_embedding.weight.detach().clone()
+        captured["projection"] = model.bow_project.weight.detach().clone()
+        feeds = vocab.encode([e.tokens for e in sets["sentiment"][:8]])
+        model.eval()
+        captured["before"] = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))[-1]
+        original_fold(model)
+        captured["after"] = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))[-1]
+
+    TweetTagger.fold_bow_projection = spy  # type: ignore[method-assign]
+    try:
+        model = train(config, prepared).model
+    finally:
+        TweetTagger.fold_bow_projection = original_fold  # type: ignore[method-assign]
+    assert float(captured["residual"][unused].abs().sum()) == 0.0  # never read: still zero
+    assert float(captured["residual"][sorted(seen - {0, 1})].abs().sum()) > 0.0
+    assert torch.allclose(captured["before"], captured["after"], atol=1e-5)
+    # The served table: each unseen word's row is its vector through the learnt projection.
+    expected = torch.from_numpy(matrix[unused]) @ captured["projection"].T
+    assert torch.allclose(model.bow_embedding.weight.detach()[unused], expected, atol=1e-6)
+    assert model.bow_project is None and not model.config.bow_from_vectors
+    # What the card stores rebuilds the folded network: no projection, same parameter names.
+    rebuilt = TweetTagger(model.config)
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Path):
     config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=1,
                          evaluate_dev=False, encoders=("idcnn", "bilstm"))
