@@ -6,7 +6,12 @@ unknown word reaches the encoder as the ``UNK`` row, and only the char-CNN and t
 type it. This measures that gap, the way the runtime looks words up (``Vocab.word_id``, with
 its ``@Name``/``#Name`` fallback); ``--entity-word-dropout`` in training is sized from it.
 
-    python -m model_export.vocab_coverage [--model-dir DIR] [--data-dir DIR]
+The second table does the same for the tweet head's own bag-of-words table: a row of it is
+trained only if a SemEval-4A training tweet holds its word, so a word met first in val or test
+reaches the tweet head as an untrained row (``--bow-from-vectors`` is aimed at that). With
+``--score`` the artifact also scores 4A on the tweets that hold such a word and on the rest.
+
+    python -m model_export.vocab_coverage [--model-dir DIR] [--data-dir DIR] [--score]
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from model_export.corpus import anonymise_handles, sentiment_examples
 from model_export.heads import NER_HEADS
 from model_export.readers import TaggedSentence, read_conll
 from stream.settings import get_settings
 from stream.textproc import Vocab
 
 SPLITS = ("train", "dev", "test")
+SENTIMENT_SPLITS = ("val", "test")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,67 @@ def coverage_table(vocab: Vocab, data_dir: Path) -> list[tuple[str, str, Coverag
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class BagCoverage:
+    """Counts of one 4A split: tokens whose bag-of-words row no training tweet trains
+    (``unread``: in the vocabulary, never in a 4A training tweet) or that are unknown."""
+
+    tweets: int
+    tweets_with_unread: int
+    tokens: int
+    unread: int
+    unknown: int
+
+
+def bag_rows_read(vocab: Vocab, data_dir: Path) -> set[int]:
+    """Word ids that the 4A training tweets hold, as training reads them: handles written
+    ``@user``, and each token also lower-cased (training lower-cases a fifth of its tweets)."""
+    read: set[int] = set()
+    for example in sentiment_examples(data_dir, "train"):
+        for token in anonymise_handles(example).tokens:
+            read.update((vocab.word_id(token), vocab.word_id(token.lower())))
+    return read
+
+
+def holds_unread(vocab: Vocab, tokens: Sequence[str], read: set[int]) -> bool:
+    return any(i > 1 and i not in read for i in map(vocab.word_id, tokens))
+
+
+def bag_coverage(vocab: Vocab, tweets: Sequence[Sequence[str]], read: set[int]) -> BagCoverage:
+    """How many tokens (and tweets) of ``tweets`` meet an untrained bag row or ``UNK``."""
+    tokens = unread = unknown = with_unread = 0
+    for tweet in tweets:
+        ids = [vocab.word_id(token) for token in tweet]
+        missing = sum(1 for i in ids if i > 1 and i not in read)
+        tokens += len(ids)
+        unread += missing
+        unknown += sum(1 for i in ids if i == 1)
+        with_unread += missing > 0
+    return BagCoverage(len(tweets), with_unread, tokens, unread, unknown)
+
+
+def sentiment_by_unread(model_dir: Path, data_dir: Path, split: str,
+                        read: set[int]) -> dict[str, dict]:
+    """4A scores of the fp32 artifact on the tweets of ``split`` that hold an untrained bag
+    row and on the others (the runtime's decoding, as ``tweetwatch eval``)."""
+    from model_export.evaluate import classification_scores
+    from stream.inference import Analyzer
+    from stream.predictions import SENTIMENTS
+
+    analyzer = Analyzer(model_dir, variant="fp32")
+    examples = sentiment_examples(data_dir, split)
+    analyses = analyzer.analyze_tokens([e.tokens for e in examples], [])
+    groups: dict[str, tuple[list[int], list[int]]] = {"with": ([], []), "without": ([], [])}
+    for example, analysis in zip(examples, analyses, strict=True):
+        gold, pred = groups["with" if holds_unread(analyzer.vocab, example.tokens, read)
+                            else "without"]
+        gold.append(int(example.tweet_sentiment))  # type: ignore[arg-type]
+        pred.append(int(analysis.tweet_probs.argmax()))
+    return {name: {"tweets": len(gold), **classification_scores(gold, pred,
+                                                                range(len(SENTIMENTS)))}
+            for name, (gold, pred) in groups.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m model_export.vocab_coverage",
@@ -79,12 +147,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="artifact whose vocab.json to measure (default: the served model)")
     parser.add_argument("--data-dir", type=Path, default=settings.data_dir,
                         help="shared data folder (default: setting TWEETWATCH_DATA_DIR)")
+    parser.add_argument("--score", action="store_true",
+                        help="also score 4A test with the artifact, split by whether a tweet "
+                        "holds a word with an untrained bag-of-words row")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the readers' notes on skipped lines
     vocab_path = args.model_dir / "vocab.json"
     if not vocab_path.is_file():
         parser.exit(2, f"{parser.prog}: error: no vocab.json in {args.model_dir}\n")
-    rows = coverage_table(Vocab.load(vocab_path), args.data_dir)
+    vocab = Vocab.load(vocab_path)
+    rows = coverage_table(vocab, args.data_dir)
     if not rows:
         parser.exit(2, f"{parser.prog}: error: no NER corpora under {args.data_dir}\n")
     print("| corpus | split | tweets | entity tokens | entity tokens unknown | "
@@ -93,6 +165,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     for dataset, split, c in rows:
         print(f"| {dataset} | {split} | {c.sentences:,} | {c.entity_tokens:,} | "
               f"{100 * c.entity_unknown_share:.1f}% | {100 * c.unknown_share:.1f}% |")
+    read = bag_rows_read(vocab, args.data_dir)
+    print("\n| 4A split | tweets | tokens with an untrained bag row | unknown tokens | "
+          "tweets holding an untrained bag row |")
+    print("|---|---|---|---|---|")
+    for split in SENTIMENT_SPLITS:
+        b = bag_coverage(vocab, [e.tokens for e in sentiment_examples(args.data_dir, split)],
+                         read)
+        print(f"| {split} | {b.tweets:,} | {100 * b.unread / max(b.tokens, 1):.1f}% | "
+              f"{100 * b.unknown / max(b.tokens, 1):.1f}% | "
+              f"{100 * b.tweets_with_unread / max(b.tweets, 1):.1f}% |")
+    if args.score:
+        scores = sentiment_by_unread(args.model_dir, args.data_dir, "test", read)
+        print("\n| 4A test tweets | tweets | macro recall | recall neg / neu / pos |")
+        print("|---|---|---|---|")
+        for name, row in scores.items():
+            recall = " / ".join(f"{r:.3f}" for r in row["recall_per_class"].values())
+            print(f"| {name} an untrained bag row | {row['tweets']:,} | "
+                  f"{row['macro_recall']:.4f} | {recall} |")
 
 
 if __name__ == "__main__":

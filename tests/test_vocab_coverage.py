@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from model_export.readers import TaggedSentence
-from model_export.vocab_coverage import coverage, coverage_table, main
+from model_export.vocab_coverage import (
+    bag_coverage,
+    bag_rows_read,
+    coverage,
+    coverage_table,
+    holds_unread,
+    main,
+    sentiment_by_unread,
+)
 from stream.settings import Settings
 from stream.textproc import PAD, UNK, Vocab
 
@@ -42,3 +50,43 @@ def test_a_folder_without_a_vocabulary_is_a_one_line_error(tmp_path, capsys):
         main(["--model-dir", str(tmp_path)])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().endswith(f"no vocab.json in {tmp_path}")
+
+
+def test_bag_rows_count_as_read_only_where_a_4a_training_tweet_holds_their_word(tmp_path):
+    vocab = Vocab([PAD, UNK, "@user", "good", "game", "awful", "referee"], [PAD, UNK])
+    (tmp_path / "sentiment").mkdir()
+    (tmp_path / "sentiment" / "train.tsv").write_text(
+        "positive\t@somebody Good game\n", encoding="utf-8")
+    read = bag_rows_read(vocab, tmp_path)
+    # The handle is read as @user (as training writes it), "Good" also lower-cased.
+    assert read == {2, 3, 4}
+    tweets = [["awful", "game"], ["good", "game", "Kmart"], ["referee"]]
+    counts = bag_coverage(vocab, tweets, read)
+    assert (counts.tweets, counts.tweets_with_unread) == (3, 2)
+    assert (counts.tokens, counts.unread, counts.unknown) == (6, 2, 1)
+    assert holds_unread(vocab, ["awful"], read) and not holds_unread(vocab, ["Kmart"], read)
+
+
+def test_scores_split_by_untrained_bag_rows_cover_every_test_tweet(tmp_path, capsys):
+    data_dir, model_dir = Settings().data_dir, Settings().model_dir
+    if not (data_dir / "sentiment").is_dir():
+        pytest.fail(f"shared data not found at {data_dir} (set TWEETWATCH_DATA_DIR)")
+    small = tmp_path / "data"
+    (small / "sentiment").mkdir(parents=True)
+    for split, count in (("train", 2000), ("val", 40), ("test", 60)):
+        lines = (data_dir / "sentiment" / f"{split}.tsv").read_text(
+            encoding="utf-8").splitlines()[:count]
+        (small / "sentiment" / f"{split}.tsv").write_text("\n".join(lines) + "\n",
+                                                          encoding="utf-8")
+    for corpus in ("wnut16", "wnut17", "btc"):
+        (small / corpus).symlink_to(data_dir / corpus)
+    vocab = Vocab.load(model_dir / "vocab.json")
+    read = bag_rows_read(vocab, small)
+    scores = sentiment_by_unread(model_dir, small, "test", read)
+    assert scores["with"]["tweets"] > 0 and scores["without"]["tweets"] > 0
+    assert scores["with"]["tweets"] + scores["without"]["tweets"] == 60
+    assert all(0.0 <= row["macro_recall"] <= 1.0 for row in scores.values())
+    main(["--model-dir", str(model_dir), "--data-dir", str(small), "--score"])
+    out = capsys.readouterr().out
+    assert "| val | 40 |" in out and "| test | 60 |" in out
+    assert f"| with an untrained bag row | {scores['with']['tweets']:,} |" in out
