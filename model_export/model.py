@@ -171,7 +171,6 @@ class TweetTagger(nn.Module):
             entity = entity + self.entity_tweet(tweet_state.detach()).unsqueeze(1)
         return (*ner, entity, tweet)
 
-
     def fold_bow_projection(self) -> None:
         """Write the projected word vectors into the bag-of-words table and drop the
         projection: the same function, served as the one table the exporter and the loaders

@@ -88,7 +88,8 @@ def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
-def test_bag_of_words_from_the_word_vectors_folds_into_one_table(tmp_path: Path):
+def test_bag_of_words_from_the_word_vectors_folds_into_one_table(tmp_path: Path,
+                                                                 monkeypatch):
     """bow_from_vectors: words the sentiment tweets never hold keep a zero residual, so their
     bag row is their projected FastText vector; after training the projection is folded
     into the table and the network computes what it computed before the fold."""
@@ -113,11 +114,8 @@ def test_bag_of_words_from_the_word_vectors_folds_into_one_table(tmp_path: Path)
         original_fold(model)
         captured["after"] = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))[-1]
 
-    TweetTagger.fold_bow_projection = spy  # type: ignore[method-assign]
-    try:
-        model = train(config, prepared).model
-    finally:
-        TweetTagger.fold_bow_projection = original_fold  # type: ignore[method-assign]
+    monkeypatch.setattr(TweetTagger, "fold_bow_projection", spy)
+    model = train(config, prepared).model
     assert float(captured["residual"][unused].abs().sum()) == 0.0  # never read: still zero
     assert float(captured["residual"][sorted(seen - {0, 1})].abs().sum()) > 0.0
     assert torch.allclose(captured["before"], captured["after"], atol=1e-5)

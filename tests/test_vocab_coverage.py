@@ -90,3 +90,16 @@ def test_scores_split_by_untrained_bag_rows_cover_every_test_tweet(tmp_path, cap
     out = capsys.readouterr().out
     assert "| val | 40 |" in out and "| test | 60 |" in out
     assert f"| with an untrained bag row | {scores['with']['tweets']:,} |" in out
+
+
+def test_without_4a_data_only_the_ner_table_prints_and_score_is_a_one_line_error(tmp_path,
+                                                                                  capsys):
+    data_dir, model_dir = Settings().data_dir, Settings().model_dir
+    (tmp_path / "wnut16").symlink_to(data_dir / "wnut16")
+    main(["--model-dir", str(model_dir), "--data-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| wnut16 | train |" in out and "4A split" not in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-dir", str(model_dir), "--data-dir", str(tmp_path), "--score"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"no sentiment/train.tsv under {tmp_path}")
