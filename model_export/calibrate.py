@@ -28,8 +28,11 @@ from model_export.corpus import (
     Example,
     fully_trained,
     held_out_dev_sentences,
+    held_out_topic_texts,
     mitchell_examples,
+    sentiment_dev_examples,
     sentiment_examples,
+    text_key,
 )
 from model_export.evaluate import classification_scores, ner_scores
 from model_export.heads import (
@@ -126,9 +129,12 @@ def sentiment_gold(examples: Sequence[Example]) -> list[int]:
     return [int(e.tweet_sentiment) for e in examples]  # type: ignore[arg-type]
 
 
-def train_log_prior(data_dir: Path) -> np.ndarray:
-    """log of the SemEval-4A training class shares (negative, neutral, positive)."""
-    counts = np.bincount(sentiment_gold(sentiment_examples(data_dir, "train")), minlength=3)
+def train_log_prior(data_dir: Path, topic_share: float = 0.0) -> np.ndarray:
+    """log of the SemEval-4A training class shares (negative, neutral, positive), without the
+    held-out topics' tweets (``TrainConfig.sentiment_dev_topics``)."""
+    held = held_out_topic_texts(data_dir, topic_share)
+    counts = np.bincount(sentiment_gold([e for e in sentiment_examples(data_dir, "train")
+                                         if text_key(e.tokens) not in held]), minlength=3)
     return np.log(counts / counts.sum())
 
 
@@ -145,21 +151,24 @@ def best_beta(scores: dict[float, float]) -> float:
     return max(scores, key=lambda b: (scores[b], -b))
 
 
-def tweet_prior_correction(model: TweetTagger, vocab: Vocab, data_dir: Path) -> dict:
-    """Choose ``beta`` on the 4A val split (macro recall; ties: the smallest) and add
-    ``-beta * log(train prior)`` to the tweet head's output bias."""
-    log_prior = train_log_prior(data_dir)
-    val = sentiment_examples(data_dir, "val")
+def tweet_prior_correction(model: TweetTagger, vocab: Vocab, data_dir: Path,
+                           topic_share: float = 0.0) -> dict:
+    """Choose ``beta`` on the 4A dev split (val, or the held-out topics with ``topic_share``;
+    macro recall; ties: the smallest) and add ``-beta * log(train prior)`` to the tweet
+    head's output bias."""
+    log_prior = train_log_prior(data_dir, topic_share)
+    val = sentiment_dev_examples(data_dir, topic_share)
     logits = np.concatenate([named[TWEET_SENTIMENT_OUTPUT]
                              for named, _ in model_outputs(model, vocab, [e.tokens for e in val])])
     scores = prior_sweep(logits, sentiment_gold(val), log_prior)
     best = best_beta(scores)
     with torch.no_grad():
         model.tweet_out.bias -= torch.from_numpy(best * log_prior).to(model.tweet_out.bias)
-    log.info("calibrated tweet head: prior correction %.2f, 4A val macro recall %.4f -> %.4f",
+    log.info("calibrated tweet head: prior correction %.2f, 4A dev macro recall %.4f -> %.4f",
              best, scores[0.0], scores[best])
     return {"beta": best, "train_prior": np.round(np.exp(log_prior), 4).tolist(),
-            "val_macro_recall_before": scores[0.0], "val_macro_recall_after": scores[best],
+            "dev_split": "val" if topic_share <= 0 else f"held-out topics ({topic_share:g})",
+            "dev_macro_recall_before": scores[0.0], "dev_macro_recall_after": scores[best],
             "sweep": scores}
 
 

@@ -198,6 +198,10 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
 @click.option("--strip-urls/--keep-urls", default=None,
               help="Drop the URLs of the SemEval-4A training tweets, as TweetEval did for the "
               "val and test tweets (default: keep).")
+@click.option("--sentiment-dev-topics", type=float, default=None, metavar="SHARE",
+              help="Hold this share of the SemEval-2016 topics out of training and score "
+              "their 4A tweets, not TweetEval val, as the 4A dev split (dev objective and "
+              "prior correction; default 0: val).")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Ensemble members trained at once, each in its own process with --threads "
               "torch threads (the weights do not depend on it).")
@@ -217,7 +221,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
                   tweet_prior_correction: bool | None, tweet_class_power: float | None,
                   anonymise_handles: bool | None, strip_urls: bool | None,
-                  encoders: tuple[str, ...] | None, jobs: int,
+                  sentiment_dev_topics: float | None, encoders: tuple[str, ...] | None, jobs: int,
                   threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
@@ -247,6 +251,7 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                 ("tweet_prior_correction", tweet_prior_correction),
                 ("tweet_class_power", tweet_class_power), ("encoders", encoders),
                 ("anonymise_handles", anonymise_handles), ("strip_urls", strip_urls),
+                ("sentiment_dev_topics", sentiment_dev_topics),
                 ("dev_repeat", dev_repeat),
                 ("train_with_dev",
                  tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),

@@ -180,6 +180,46 @@ def topic_rows(data_dir: Path, split: str) -> list[LabelledText]:
     )
 
 
+def held_out_topics(data_dir: Path, share: float) -> set[str]:
+    """The SemEval-2016 topics (lower-cased 4B targets) whose tweets form the 4A dev split of
+    ``--sentiment-dev-topics``: ``share`` of the topics, chosen by a hash of the name, so the
+    same topics on every machine.
+
+    TweetEval's val tweets are drawn from the same pool as the training tweets, and it moved
+    against 2017 test where a change met new words; whole unseen topics bring their own
+    words, as test's 2017 topics do.
+    """
+    topics = {(row.target or "").lower() for row in topic_rows(data_dir, "train")}
+    return {topic for topic in topics
+            if int.from_bytes(hashlib.sha256(topic.encode("utf-8")).digest()[:8], "big")
+            < share * 2**64}
+
+
+def text_key(tokens: Sequence[str]) -> tuple[str, ...]:
+    """Case-blind identity of a tokenised text, to find a 4B row's tweet among the 4A ones."""
+    return tuple(token.lower() for token in tokens)
+
+
+def held_out_topic_texts(data_dir: Path, share: float) -> set[tuple[str, ...]]:
+    """``text_key`` of every 4B training tweet about a held-out topic (empty for share 0)."""
+    if share <= 0:
+        return set()
+    topics = held_out_topics(data_dir, share)
+    return {text_key(t.text for t in tokenize(row.text)) for row in topic_rows(data_dir, "train")
+            if (row.target or "").lower() in topics}
+
+
+def sentiment_dev_examples(data_dir: Path, topic_share: float = 0.0) -> list[Example]:
+    """The 4A tweets that the dev objective and the prior correction score: TweetEval val, or,
+    with ``topic_share`` > 0, the 4A training tweets of the held-out topics, with handles
+    and URLs removed as TweetEval gave its val and test tweets."""
+    if topic_share <= 0:
+        return sentiment_examples(data_dir, "val")
+    held = held_out_topic_texts(data_dir, topic_share)
+    return [strip_urls(anonymise_handles(e)) for e in sentiment_examples(data_dir, "train")
+            if text_key(e.tokens) in held]
+
+
 def topic_examples(data_dir: Path, split: str, limit: int | None = None) -> list[Example]:
     """Topic rows whose target is found in the text, as token-level entity sentiment."""
     examples: list[Example] = []

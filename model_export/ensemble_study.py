@@ -111,16 +111,19 @@ def load_members(artifacts: Sequence[Path]) -> tuple[list[TweetTagger], list[str
 
 
 def subset_row(outputs: MemberOutputs, subset: Sequence[int], names: Sequence[str],
-               data_dir: Path, folds: Sequence[int], shares: Mapping[str, float]) -> dict:
-    """Dev objective (dev splits held out as ``shares`` says) and the main test figures of
-    one subset's mean."""
+               data_dir: Path, folds: Sequence[int], shares: Mapping[str, float],
+               topic_share: float = 0.0) -> dict:
+    """Dev objective (dev splits held out as ``shares`` says, 4A dev as ``topic_share``
+    says) and the main test figures of one subset's mean."""
     predict = outputs.predictor(subset)
-    dev = evaluate(predict, data_dir, "dev", folds, shares)
+    dev = evaluate(predict, data_dir, "dev", folds, shares, topic_share)
     test = evaluate(predict, data_dir, "test", folds)
     return {"members": [names[k] for k in subset],
             "dev_objective": round(dev_objective(dev, exclude=fully_trained(shares)), 2),
             "dev": {"wnut17": dev["wnut17"]["f1"], "btc": dev["btc"]["f1"],
-                    "4a_val": round(dev["semeval2017_4a"]["macro_recall"], 4),
+                    "4a_dev": round(dev["semeval2017_4a"]["macro_recall"], 4),
+                    **({"4a_val": round(dev["semeval2017_4a_val"]["macro_recall"], 4)}
+                       if "semeval2017_4a_val" in dev else {}),
                     "mitchell": dev["mitchell2013"]["f1"]},
             "wnut16": test["wnut16"]["f1"], "wnut17": test["wnut17"]["f1"],
             "btc": test["btc"]["f1"],
@@ -201,7 +204,7 @@ def export_subset(source: Path, subset: Sequence[int], out_dir: Path, data_dir: 
     folds = card_setting(source, "mitchell_folds", [1])
     shares = card_dev_shares(source)
     dev = evaluate(torch_predictor(model, vocab, LabelSpace.load(source / "labels.json")),
-                   data_dir, "dev", folds, shares)
+                   data_dir, "dev", folds, shares, card_topic_share(source))
     card = {key: value for key, value in source_card.items()
             if key not in ("metrics", "throughput_tweets_per_s", "sizes_bytes")}
     card.update({
@@ -253,6 +256,14 @@ def card_setting(artifact: Path, key: str, default: list) -> list:
 def card_dev_shares(artifact: Path) -> dict[str, float]:
     """Which dev splits trained the artifact, and how much of each (``--train-with-dev``)."""
     return dev_shares(card_setting(artifact, "train_with_dev", ["wnut16"]))
+
+
+def card_topic_share(artifact: Path) -> float:
+    """Share of the topics held out as the artifact's 4A dev split (``--sentiment-dev-topics``;
+    0: val)."""
+    card_path = artifact / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    return float(card.get("train_config", {}).get("sentiment_dev_topics", 0.0))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -327,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     for subset in subsets:
-        print(json.dumps(subset_row(outputs, subset, names, data_dir, folds, shares)),
+        print(json.dumps(subset_row(outputs, subset, names, data_dir, folds, shares,
+                                    card_topic_share(artifacts[0]))),
               flush=True)
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from model_export.corpus import (
     held_out_dev_sentences,
     locate_target,
     mitchell_examples,
+    sentiment_dev_examples,
     sentiment_examples,
     topic_rows,
 )
@@ -125,8 +126,11 @@ def score_ner(predict: Predictor, data_dir: Path, head_name: str, split: str,
     return ner_scores(gold, [a.tags[head_name] for a in analyses])
 
 
-def score_sentiment(predict: Predictor, data_dir: Path, split: str) -> dict:
-    examples = sentiment_examples(data_dir, split)
+def score_sentiment(predict: Predictor, data_dir: Path, split: str,
+                    topic_share: float = 0.0) -> dict:
+    """4A scores of a split; ``dev`` is val or the held-out topics (``sentiment_dev_examples``)."""
+    examples = (sentiment_dev_examples(data_dir, topic_share) if split == "dev"
+                else sentiment_examples(data_dir, split))
     analyses = predict([e.tokens for e in examples], [])
     pred = [int(a.tweet_probs.argmax()) for a in analyses]
     gold = [int(e.tweet_sentiment) for e in examples]  # type: ignore[arg-type]
@@ -182,14 +186,17 @@ def score_topic(predict: Predictor, data_dir: Path, split: str) -> dict:
 
 
 def evaluate(predict: Predictor, data_dir: Path, split: str, mitchell_folds: Sequence[int],
-             dev_shares: Mapping[str, float] | None = None) -> dict:
-    """Every score of one split (``dev`` or ``test``; SemEval 4A dev is ``val``); NER dev
-    scores leave out the tweets that trained (``dev_shares``)."""
+             dev_shares: Mapping[str, float] | None = None,
+             sentiment_dev_topics: float = 0.0) -> dict:
+    """Every score of one split (``dev`` or ``test``); NER dev scores leave out the tweets that
+    trained (``dev_shares``). SemEval 4A dev is ``val``, or with ``sentiment_dev_topics`` the
+    held-out topics' tweets, with val beside them as ``semeval2017_4a_val``."""
     results: dict = {}
     for name in ("wnut16", "wnut17", "btc"):
         results[name] = score_ner(predict, data_dir, name, split, dev_shares)
-    results["semeval2017_4a"] = score_sentiment(predict, data_dir,
-                                                "val" if split == "dev" else split)
+    results["semeval2017_4a"] = score_sentiment(predict, data_dir, split, sentiment_dev_topics)
+    if split == "dev" and sentiment_dev_topics > 0:
+        results["semeval2017_4a_val"] = score_sentiment(predict, data_dir, "val")
     folds = {str(f): score_mitchell(predict, data_dir, f, split) for f in mitchell_folds}
     results["mitchell2013"] = {
         "folds": folds,

@@ -30,10 +30,12 @@ from model_export.corpus import (
     dev_shares,
     dev_tweet_trains,
     fully_trained,
+    held_out_topic_texts,
     mitchell_examples,
     ner_examples,
     sentiment_examples,
     strip_urls,
+    text_key,
     topic_examples,
     training_texts,
 )
@@ -141,6 +143,11 @@ class TrainConfig:
     # pair of two on the dev objective (+0.47, -1.20; docs/model-studies.md, "URLs out of the
     # 4A training tweets").
     strip_urls: bool = False
+    # Share of the SemEval-2016 topics whose 4A training tweets leave training and replace
+    # TweetEval val as the 4A dev split of the dev objective and the prior correction
+    # (corpus.held_out_topics; 0: val, the recipe before session 20). Val is drawn from the
+    # training pool and moved against 2017 test under --bow-from-vectors (session 19).
+    sentiment_dev_topics: float = 0.0
     lowercase_prob: float = 0.2
     # Probability that an entity span of these heads' examples is rewritten as one hashtag
     # ("Boyle Heights" -> "#BoyleHeights", same type): WNUT16 train annotates 9 hashtags as
@@ -189,6 +196,9 @@ class TrainConfig:
             raise ValueError("ensemble members share one frozen word table: "
                              "use --embedding-lr-scale 0 with several encoders")
         dev_shares(self.train_with_dev)
+        if not 0 <= self.sentiment_dev_topics < 1:
+            raise ValueError(f"--sentiment-dev-topics {self.sentiment_dev_topics}: a share of "
+                             "the topics in [0, 1)")
         if self.dev_repeat < 1:
             raise ValueError(f"--dev-repeat {self.dev_repeat}: a whole number of passes, >= 1")
         if not 0 <= self.entity_word_dropout < 1:
@@ -291,11 +301,17 @@ def load_training_sets(config: TrainConfig) -> dict[str, list[Example]]:
         for e in mitchell_examples(config.data_dir, fold, "train")
     ]
     sets["sentiment"] = sentiment_examples(config.data_dir, "train", config.limit)
+    sets["topic"] = topic_examples(config.data_dir, "train", config.limit)
+    held_topics = held_out_topic_texts(config.data_dir, config.sentiment_dev_topics)
+    for task in ("sentiment", "topic") if held_topics else ():
+        kept = [e for e in sets[task] if text_key(e.tokens) not in held_topics]
+        log.info("%s: %d training tweets of held-out topics leave training for the 4A dev "
+                 "split", task, len(sets[task]) - len(kept))
+        sets[task] = kept
     if config.anonymise_handles:
         sets["sentiment"] = [anonymise_handles(e) for e in sets["sentiment"]]
     if config.strip_urls:
         sets["sentiment"] = [strip_urls(e) for e in sets["sentiment"]]
-    sets["topic"] = topic_examples(config.data_dir, "train", config.limit)
     if config.limit is not None:
         sets = {task: examples[: config.limit] for task, examples in sets.items()}
     held_out = held_out_texts(config)
@@ -568,7 +584,7 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
                             "train_loss": round(running / max(1, len(batches)), 4)})
             continue
         dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds,
-                       config.dev_shares)
+                       config.dev_shares, config.sentiment_dev_topics)
         score = dev_objective(dev, exclude=config.dev_trained)
         scheduler.step(score)
         history.append({"epoch": epoch, "train_loss": round(running / max(1, len(batches)), 4),
@@ -594,7 +610,8 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
                                    config.dev_shares)
                    if config.evaluate_dev else {})
     if config.evaluate_dev and config.tweet_prior_correction:
-        calibration["tweet_sentiment"] = tweet_prior_correction(model, vocab, config.data_dir)
+        calibration["tweet_sentiment"] = tweet_prior_correction(model, vocab, config.data_dir,
+                                                                config.sentiment_dev_topics)
     return TrainResult(model, vocab, history, best_dev, coverage,
                        time.monotonic() - started, losses, calibration, encoder, seed)
 
@@ -638,7 +655,7 @@ def train_ensemble(config: TrainConfig, vocab_and_vectors=None, jobs: int = 1) -
     if config.evaluate_dev:
         predict = torch_predictor(model, prepared[0], LabelSpace(labels_document()))
         dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds,
-                       config.dev_shares)
+                       config.dev_shares, config.sentiment_dev_topics)
         objective = round(dev_objective(dev, exclude=config.dev_trained), 2)
         log.info("served model (mean of %d), calibrated: dev objective %.2f", len(members),
                  objective)

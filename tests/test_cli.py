@@ -63,6 +63,7 @@ def test_every_command_has_help(command: str) -> None:
         (["train", "--seed", "13", "--encoders", "idcnn,idcnn:13"], "a member is listed twice"),
         (["train", "--embedding-lr-scale", "0.5"], "share one frozen word table"),
         (["train", "--hidden", "95"], "a BiLSTM encoder needs an even width"),
+        (["train", "--sentiment-dev-topics", "1.5"], "a share of the topics in [0, 1)"),
     ],
 )
 def test_bad_arguments_are_one_line(args: list[str], contains: str) -> None:

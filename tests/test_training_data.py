@@ -16,7 +16,17 @@ from model_export.calibrate import (
     dev_sentences,
     tweet_prior_correction,
 )
-from model_export.corpus import Example, dev_shares, held_out_dev, ner_examples
+from model_export.corpus import (
+    Example,
+    dev_shares,
+    held_out_dev,
+    held_out_topic_texts,
+    held_out_topics,
+    ner_examples,
+    sentiment_dev_examples,
+    sentiment_examples,
+    text_key,
+)
 from model_export.embeddings import build_vocab
 from model_export.evaluate import (
     classification_scores,
@@ -281,11 +291,59 @@ def test_tweet_prior_correction_folds_the_best_beta_into_the_bias(untrained, dat
     before = model.tweet_out.bias.detach().clone()
     report = tweet_prior_correction(model, vocab, data_dir)
     assert set(report["sweep"]) == {float(b) for b in PRIOR_BETAS}
-    assert report["val_macro_recall_after"] == max(report["sweep"].values())
+    assert report["dev_macro_recall_after"] == max(report["sweep"].values())
     prior = torch.tensor(report["train_prior"])
     assert prior.argmin() == 0  # negatives are SemEval-4A train's smallest class
     torch.testing.assert_close(model.tweet_out.bias.detach(),
                                before - report["beta"] * prior.log(), atol=1e-3, rtol=0)
     predict = torch_predictor(model, vocab, LabelSpace(labels_document()))
     assert score_sentiment(predict, data_dir, "val")["macro_recall"] == pytest.approx(
-        report["val_macro_recall_after"])
+        report["dev_macro_recall_after"])
+
+
+def test_held_out_topics_leave_training_and_become_the_4a_dev_split(data_dir: Path):
+    """``--sentiment-dev-topics``: the chosen topics' 4A tweets (and their 4B rows) never
+    train; they come back, in TweetEval's test form, as the 4A dev split."""
+    topics = held_out_topics(data_dir, 0.2)
+    assert topics == held_out_topics(data_dir, 0.2)  # a hash, not a draw
+    assert topics < held_out_topics(data_dir, 0.4) and 40 < len(topics) < 120
+    held = held_out_topic_texts(data_dir, 0.2)
+    dev = sentiment_dev_examples(data_dir, 0.2)
+    assert len(dev) > 3000 and {e.tweet_sentiment for e in dev} == {0, 1, 2}
+    assert not any(t.startswith(("http://", "https://")) for e in dev for t in e.tokens)
+    assert any("@user" in e.tokens for e in dev)
+    sets = load_training_sets(TrainConfig(data_dir=data_dir, sentiment_dev_topics=0.2))
+    plain = load_training_sets(TrainConfig(data_dir=data_dir))
+    for task in ("sentiment", "topic"):
+        assert not any(text_key(e.tokens) in held for e in sets[task])
+    assert len(plain["sentiment"]) - len(sets["sentiment"]) == len(dev)
+    assert len(plain["topic"]) > len(sets["topic"])
+    assert sets["wnut16"] == plain["wnut16"]
+    assert sentiment_dev_examples(data_dir, 0.0) == sentiment_examples(data_dir, "val")
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0])
+def test_a_topic_share_outside_zero_to_one_is_a_one_line_error(share: float, data_dir: Path):
+    with pytest.raises(ValueError, match="a share of the topics"):
+        TrainConfig(data_dir=data_dir, sentiment_dev_topics=share)
+
+
+def test_held_out_topics_score_the_4a_dev_term_and_its_prior_correction(untrained,
+                                                                       data_dir: Path):
+    """With held-out topics the dev objective's 4A term and the prior correction's beta are
+    scored on their tweets; val is still reported beside them."""
+    model, vocab = untrained
+    predict = torch_predictor(model, vocab, LabelSpace(labels_document()))
+    topics = score_sentiment(predict, data_dir, "dev", 0.2)
+    val = score_sentiment(predict, data_dir, "val")
+    assert score_sentiment(predict, data_dir, "dev") == val
+    assert topics != val
+    before = model.tweet_out.bias.detach().clone()
+    try:
+        report = tweet_prior_correction(model, vocab, data_dir, 0.2)
+        assert report["dev_split"] == "held-out topics (0.2)"
+        assert score_sentiment(predict, data_dir, "dev", 0.2)["macro_recall"] == pytest.approx(
+            report["dev_macro_recall_after"])
+    finally:
+        with torch.no_grad():
+            model.tweet_out.bias.copy_(before)
