@@ -10,8 +10,11 @@ The second table does the same for the tweet head's own bag-of-words table: a ro
 trained only if a SemEval-4A training tweet holds its word, so a word met first in val or test
 reaches the tweet head as an untrained row (``--bow-from-vectors`` is aimed at that). With
 ``--score`` the artifact also scores 4A on the tweets that hold such a word and on the rest.
+With ``--sentiment-dev-topics SHARE`` the held-out topics' tweets leave the training tweets,
+as in such a run, and join the table as a 4A split of their own.
 
     python -m model_export.vocab_coverage [--model-dir DIR] [--data-dir DIR] [--score]
+        [--sentiment-dev-topics SHARE]
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_export.corpus import anonymise_handles, sentiment_examples
+from model_export.corpus import (
+    anonymise_handles,
+    held_out_topic_texts,
+    sentiment_dev_examples,
+    sentiment_examples,
+    text_key,
+)
 from model_export.heads import NER_HEADS
 from model_export.readers import TaggedSentence, read_conll
 from stream.settings import get_settings
@@ -90,11 +99,15 @@ class BagCoverage:
     unknown: int
 
 
-def bag_rows_read(vocab: Vocab, data_dir: Path) -> set[int]:
+def bag_rows_read(vocab: Vocab, data_dir: Path, topic_share: float = 0.0) -> set[int]:
     """Word ids that the 4A training tweets hold, as training reads them: handles written
-    ``@user``, and each token also lower-cased (training lower-cases a fifth of its tweets)."""
+    ``@user``, and each token also lower-cased (training lower-cases a fifth of its tweets);
+    without the held-out topics' tweets when ``topic_share`` > 0."""
+    held = held_out_topic_texts(data_dir, topic_share)
     read: set[int] = set()
     for example in sentiment_examples(data_dir, "train"):
+        if text_key(example.tokens) in held:
+            continue
         for token in anonymise_handles(example).tokens:
             read.update((vocab.word_id(token), vocab.word_id(token.lower())))
     return read
@@ -155,7 +168,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--score", action="store_true",
                         help="also score 4A test with the artifact, split by whether a tweet "
                         "holds a word with an untrained bag-of-words row")
+    parser.add_argument("--sentiment-dev-topics", type=float, default=0.0, metavar="SHARE",
+                        help="leave this share of the SemEval-2016 topics out of the 4A "
+                        "training tweets and measure their tweets as a split (as "
+                        "tweetwatch train --sentiment-dev-topics does; default 0)")
     args = parser.parse_args(argv)
+    if not 0 <= args.sentiment_dev_topics < 1:
+        parser.error(f"--sentiment-dev-topics {args.sentiment_dev_topics}: a share of the "
+                     "topics in [0, 1)")
     logging.basicConfig(level=logging.ERROR)  # the readers' notes on skipped lines
     vocab_path = args.model_dir / "vocab.json"
     if not vocab_path.is_file():
@@ -175,13 +195,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.exit(2, f"{parser.prog}: error: no sentiment/train.tsv under "
                         f"{args.data_dir}\n")
         return  # no 4A data: the NER table is all there is to measure
-    read = bag_rows_read(vocab, args.data_dir)
+    read = bag_rows_read(vocab, args.data_dir, args.sentiment_dev_topics)
+    splits = {split: sentiment_examples(args.data_dir, split) for split in SENTIMENT_SPLITS}
+    if args.sentiment_dev_topics > 0:
+        splits[f"held-out topics ({args.sentiment_dev_topics:g})"] = sentiment_dev_examples(
+            args.data_dir, args.sentiment_dev_topics)
     print("\n| 4A split | tweets | tokens with an untrained bag row | unknown tokens | "
           "tweets holding an untrained bag row |")
     print("|---|---|---|---|---|")
-    for split in SENTIMENT_SPLITS:
-        b = bag_coverage(vocab, [e.tokens for e in sentiment_examples(args.data_dir, split)],
-                         read)
+    for split, examples in splits.items():
+        b = bag_coverage(vocab, [e.tokens for e in examples], read)
         print(f"| {split} | {b.tweets:,} | {100 * b.unread / max(b.tokens, 1):.1f}% | "
               f"{100 * b.unknown / max(b.tokens, 1):.1f}% | "
               f"{100 * b.tweets_with_unread / max(b.tweets, 1):.1f}% |")

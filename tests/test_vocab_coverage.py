@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from model_export.corpus import held_out_topics
 from model_export.readers import TaggedSentence
 from model_export.vocab_coverage import (
     bag_coverage,
@@ -65,6 +66,31 @@ def test_bag_rows_count_as_read_only_where_a_4a_training_tweet_holds_their_word(
     assert (counts.tweets, counts.tweets_with_unread) == (3, 2)
     assert (counts.tokens, counts.unread, counts.unknown) == (6, 2, 1)
     assert holds_unread(vocab, ["awful"], read) and not holds_unread(vocab, ["Kmart"], read)
+
+
+def test_held_out_topics_tweets_train_no_bag_row_and_print_as_a_split(tmp_path, capsys):
+    """With ``--sentiment-dev-topics`` a held-out topic's tweets leave the training tweets,
+    as they do in such a run, so their words count as untrained."""
+    vocab = Vocab([PAD, UNK, "good", "game", "awful", "referee"], [PAD, UNK])
+    (tmp_path / "sentiment").mkdir()
+    (tmp_path / "sentiment" / "train.tsv").write_text(
+        "positive\tGood game\nnegative\tawful referee\n", encoding="utf-8")
+    topic = tmp_path / "targeted_sentiment" / "semeval2017_topic"
+    topic.mkdir(parents=True)
+    (topic / "train.tsv").write_text("negative\treferee\tawful referee\n", encoding="utf-8")
+    assert held_out_topics(tmp_path, 0.99) == {"referee"}
+    assert bag_rows_read(vocab, tmp_path, 0.99) == {2, 3}
+    assert bag_rows_read(vocab, tmp_path) == {2, 3, 4, 5}
+    for split in ("val", "test"):
+        (tmp_path / "sentiment" / f"{split}.tsv").write_text("neutral\tgame\n",
+                                                              encoding="utf-8")
+    (tmp_path / "wnut16").symlink_to(Settings().data_dir / "wnut16")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    vocab.save(model_dir / "vocab.json")
+    main(["--model-dir", str(model_dir), "--data-dir", str(tmp_path),
+          "--sentiment-dev-topics", "0.99"])
+    assert "| held-out topics (0.99) | 1 | 100.0% | 0.0% | 100.0% |" in capsys.readouterr().out
 
 
 def test_scores_split_by_untrained_bag_rows_cover_every_test_tweet(tmp_path, capsys):
