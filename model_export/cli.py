@@ -164,7 +164,8 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
 @click.option("--bow-from-vectors/--bow-own-table", default=None,
               help="Learn the tweet head's bag-of-words table as a projection of the frozen "
               "word vectors plus a per-word residual started at zero, folded into one table "
-              "for export (default: an own table, randomly started).")
+              "for export (default; --bow-own-table: a table of its own, randomly "
+              "started).")
 @click.option("--max-words", type=int, default=None,
               help="Vocabulary size (default 60000; above 30000 the big tables are stored fp16).")
 @click.option("--train-with-dev", multiple=True, default=None, metavar="NAME[:SHARE]",
@@ -201,7 +202,7 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
 @click.option("--sentiment-dev-topics", type=float, default=None, metavar="SHARE",
               help="Hold this share of the SemEval-2016 topics out of training and score "
               "their 4A tweets, not TweetEval val, as the 4A dev split (dev objective and "
-              "prior correction; default 0: val).")
+              "prior correction; default 0.2; 0: val).")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Ensemble members trained at once, each in its own process with --threads "
               "torch threads (the weights do not depend on it).")

@@ -313,7 +313,7 @@ def test_held_out_topics_leave_training_and_become_the_4a_dev_split(data_dir: Pa
     assert not any(t.startswith(("http://", "https://")) for e in dev for t in e.tokens)
     assert any("@user" in e.tokens for e in dev)
     sets = load_training_sets(TrainConfig(data_dir=data_dir, sentiment_dev_topics=0.2))
-    plain = load_training_sets(TrainConfig(data_dir=data_dir))
+    plain = load_training_sets(TrainConfig(data_dir=data_dir, sentiment_dev_topics=0.0))
     for task in ("sentiment", "topic"):
         assert not any(text_key(e.tokens) in held for e in sets[task])
     assert len(plain["sentiment"]) - len(sets["sentiment"]) == len(dev)
