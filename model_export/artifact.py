@@ -62,7 +62,8 @@ ARCHITECTURE = (
 CALIBRATION = (
     "per member: O-logit offset per NER head, chosen on its dev split and folded into the "
     "head's O bias; tweet_sentiment: -beta x log(train prior) added to the tweet head's bias, "
-    "beta chosen on 4A val (model_export/calibrate.py)"
+    "beta chosen on the 4A dev split: the held-out topics' tweets of "
+    "train_config.sentiment_dev_topics, or 4A val where that is 0 (model_export/calibrate.py)"
 )
 TRANSFER_NOTE = (
     " BTC spans also train the WNUT16 and WNUT17 heads as partial labels (the set of tags "
@@ -168,7 +169,9 @@ def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -
         "members": members,
         "dev": {"what": "dev scores of the served model (the members' mean, each member "
                 "calibrated) on the dev tweets that did not train; the objective leaves out "
-                f"the corpora whose whole dev split trained: {trained_dev}",
+                f"the corpora whose whole dev split trained: {trained_dev}; "
+                "semeval2017_4a is the 4A dev split (held-out topics, or val where "
+                "train_config.sentiment_dev_topics is 0), semeval2017_4a_val is val beside it",
                 "objective": result.dev_objective, "scores": result.dev},
         "calibration_method": CALIBRATION,
         "export": {"opset": 17, "parity_max_abs_diff": worst,
