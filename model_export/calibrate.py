@@ -9,8 +9,9 @@ folded into that head's ``O`` bias.
 Tweet head: SemEval-4A is scored by macro-averaged recall, whose best decision divides the
 class probabilities by the training prior (it does not depend on the test set's own class
 mix, which in 2017 has twice train's share of negatives). The loss's inverse-sqrt class weights
-do half of that division; how much more (``beta`` x -log prior) is chosen on the 4A val split
-and folded into the head's output bias.
+do half of that division; how much more (``beta`` x -log prior) is chosen on the 4A dev split
+(the held-out topics' tweets, or val; ``sentiment_dev_examples``) and folded into the head's
+output bias.
 
 Both leave the exported graph and the runtime decoding exactly as they are.
 """

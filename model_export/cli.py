@@ -189,7 +189,7 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
               help="SemEval-4A tweets drawn per epoch (default 24000).")
 @click.option("--tweet-prior-correction/--no-tweet-prior-correction", default=None,
               help="After training, correct the tweet head for the training class prior by "
-              "the amount that maximises 4A val macro recall (default: on).")
+              "the amount that maximises macro recall on the 4A dev split (default: on).")
 @click.option("--tweet-class-power", type=float, default=None,
               help="Power of the inverse-frequency class weights of the tweet loss "
               "(default 0.5; 1: balanced classes).")

@@ -128,7 +128,7 @@ class TrainConfig:
     # against 56.69 without (README, "Less sentiment work for the encoder").
     entity_detach_pooled: bool = True
     # After training, divide the tweet head's probabilities further by the training prior,
-    # by the amount that maximises 4A val macro recall (model_export.calibrate).
+    # by the amount that maximises macro recall on the 4A dev split (model_export.calibrate).
     tweet_prior_correction: bool = True
     # Power of the inverse-frequency class weights of the tweet loss (0.5: square root,
     # 1: fully balanced classes, what macro recall rewards).
