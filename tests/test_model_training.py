@@ -62,10 +62,11 @@ def test_short_training_run_lowers_the_loss(tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
-    """embedding_lr_scale=0 keeps the FastText rows exactly; the tweet head's own table
-    (bow_dim) is what learns word polarities."""
+    """embedding_lr_scale=0 keeps the FastText rows exactly; with --bow-own-table the tweet
+    head's own table (bow_dim) is what learns word polarities."""
     config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=2,
-                         evaluate_dev=False, embedding_lr_scale=0.0, bow_dim=8)
+                         evaluate_dev=False, embedding_lr_scale=0.0, bow_dim=8,
+                         bow_from_vectors=False)
     sets = load_training_sets(config)
     prepared = slice_vectors(sets)
     vocab, matrix, _ = prepared
