@@ -133,11 +133,12 @@ def subset_row(outputs: MemberOutputs, subset: Sequence[int], names: Sequence[st
 
 
 def calibration_sweep(outputs: MemberOutputs, data_dir: Path, fold: int,
-                      shares: Mapping[str, float]) -> dict[str, dict]:
+                      shares: Mapping[str, float], topic_share: float = 0.0) -> dict[str, dict]:
     """For each calibrated head: dev and test score per shift of the mean, and the shift dev
-    would choose (ties: the smallest), on the grids of ``model_export.calibrate``."""
+    would choose (ties: the smallest), on the grids of ``model_export.calibrate``; the tweet
+    head on the 4A dev split that ``topic_share`` names, as in training."""
     everyone = list(range(len(outputs.members)))
-    log_prior = train_log_prior(data_dir)
+    log_prior = train_log_prior(data_dir, topic_share)
     report: dict[str, dict] = {}
     for head in ("wnut17", "btc", "targets", "tweet"):
         if head == "tweet":
@@ -157,7 +158,7 @@ def calibration_sweep(outputs: MemberOutputs, data_dir: Path, fold: int,
         for value in tqdm(grid, desc=f"sweeping {head}", unit="shift"):
             predict = outputs.predictor(everyone, {output: vector(float(value))})
             scores[float(value)] = {
-                split: _head_score(predict, head, data_dir, split, fold, shares)
+                split: _head_score(predict, head, data_dir, split, fold, shares, topic_share)
                 for split in ("dev", "test")}
         chosen = max(scores, key=lambda v: (scores[v]["dev"], -abs(v)))
         report[head] = {"chosen_on_dev": chosen, "as_served": scores[0.0],
@@ -166,9 +167,9 @@ def calibration_sweep(outputs: MemberOutputs, data_dir: Path, fold: int,
 
 
 def _head_score(predict: Predictor, head: str, data_dir: Path, split: str, fold: int,
-                shares: Mapping[str, float]) -> float:
+                shares: Mapping[str, float], topic_share: float) -> float:
     if head == "tweet":
-        scores = score_sentiment(predict, data_dir, "val" if split == "dev" else split)
+        scores = score_sentiment(predict, data_dir, split, topic_share)
         return round(100 * scores["macro_recall"], 2)
     if head == "targets":
         return score_mitchell(predict, data_dir, fold, split)["f1"]
@@ -246,11 +247,16 @@ def expand_subsets(texts: Sequence[str], count: int) -> list[list[int]]:
     return subsets
 
 
-def card_setting(artifact: Path, key: str, default: list) -> list:
-    """A training setting from the artifact's card (which folds, which dev splits trained)."""
+def card_train_config(artifact: Path) -> dict:
+    """The artifact card's ``train_config`` (empty without a card)."""
     card_path = artifact / "model_card.json"
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    return list(card.get("train_config", {}).get(key, default))
+    return card.get("train_config", {})
+
+
+def card_setting(artifact: Path, key: str, default: list) -> list:
+    """A training setting from the artifact's card (which folds, which dev splits trained)."""
+    return list(card_train_config(artifact).get(key, default))
 
 
 def card_dev_shares(artifact: Path) -> dict[str, float]:
@@ -260,10 +266,8 @@ def card_dev_shares(artifact: Path) -> dict[str, float]:
 
 def card_topic_share(artifact: Path) -> float:
     """Share of the topics held out as the artifact's 4A dev split (``--sentiment-dev-topics``;
-    0: val)."""
-    card_path = artifact / "model_card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    return float(card.get("train_config", {}).get("sentiment_dev_topics", 0.0))
+    0: val, as every artifact before session 20)."""
+    return float(card_train_config(artifact).get("sentiment_dev_topics", 0.0))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -322,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "calibration":
         fold = card_setting(args.artifact, "mitchell_folds", [1])[0]
         print(json.dumps(calibration_sweep(outputs, data_dir, fold,
-                                           card_dev_shares(args.artifact)), indent=1))
+                                           card_dev_shares(args.artifact),
+                                           card_topic_share(args.artifact)), indent=1))
         return
     for index, name in enumerate(names):
         print(f"{index}: {name}", file=sys.stderr)

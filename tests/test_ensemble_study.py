@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model_export.embeddings import build_vocab
-from model_export.ensemble_study import MemberOutputs, expand_subsets
+from model_export.ensemble_study import MemberOutputs, card_topic_share, expand_subsets
 from model_export.heads import (
     INPUT_NAMES,
     OUTPUT_NAMES,
@@ -32,6 +32,16 @@ def test_subsets_expand_and_bad_ones_say_why() -> None:
         expand_subsets(["0,3"], 3)
     with pytest.raises(ValueError, match="expected member indices"):
         expand_subsets(["first"], 3)
+
+
+def test_the_4a_dev_split_is_read_from_the_card(tmp_path: Path) -> None:
+    """Rescoring an artifact scores 4A dev on the split it was trained against: the shipped
+    card's held-out topics, val for a card from before the option (or no card)."""
+    assert card_topic_share(Settings().model_dir) == 0.2
+    (tmp_path / "model_card.json").write_text('{"train_config": {"seed": 15}}',
+                                              encoding="utf-8")
+    assert card_topic_share(tmp_path) == 0.0
+    assert card_topic_share(tmp_path / "missing") == 0.0
 
 
 def test_cached_mean_decodes_like_the_ensemble_and_shifts_like_a_bias() -> None:
