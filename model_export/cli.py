@@ -203,6 +203,14 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
               help="Hold this share of the SemEval-2016 topics out of training and score "
               "their 4A tweets, not TweetEval val, as the 4A dev split (dev objective and "
               "prior correction; default 0.2; 0: val).")
+@click.option("--context-per-epoch", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Unlabeled tweets per epoch for masked-word prediction: a share of each "
+              "tweet's words is hidden and the encoder must point at their word vectors "
+              "(default 0: off).")
+@click.option("--context-weight", type=click.FloatRange(min=0), default=None,
+              help="Loss weight of the masked-word task (default 1).")
+@click.option("--context-mask", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None, help="Share of each unlabeled tweet's words hidden (default 0.15).")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Ensemble members trained at once, each in its own process with --threads "
               "torch threads (the weights do not depend on it).")
@@ -222,8 +230,9 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                   task_weight: dict[str, float] | None, sentiment_per_epoch: int | None,
                   tweet_prior_correction: bool | None, tweet_class_power: float | None,
                   anonymise_handles: bool | None, strip_urls: bool | None,
-                  sentiment_dev_topics: float | None, encoders: tuple[str, ...] | None, jobs: int,
-                  threads: int) -> None:
+                  sentiment_dev_topics: float | None, context_per_epoch: int | None,
+                  context_weight: float | None, context_mask: float | None,
+                  encoders: tuple[str, ...] | None, jobs: int, threads: int) -> None:
     """Train the joint NER + sentiment model and write the ONNX artifact with its card."""
     import torch
 
@@ -253,6 +262,8 @@ def train_command(data_dir: Path | None, out_dir: Path | None, work_dir: Path, e
                 ("tweet_class_power", tweet_class_power), ("encoders", encoders),
                 ("anonymise_handles", anonymise_handles), ("strip_urls", strip_urls),
                 ("sentiment_dev_topics", sentiment_dev_topics),
+                ("context_per_epoch", context_per_epoch), ("context_weight", context_weight),
+                ("context_mask", context_mask),
                 ("dev_repeat", dev_repeat),
                 ("train_with_dev",
                  tuple(c for c in train_with_dev if c != "none") if train_with_dev else None),

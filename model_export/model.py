@@ -136,9 +136,16 @@ class TweetTagger(nn.Module):
         behind = behind.gather(1, order)
         return torch.cat([ahead, behind], dim=2).transpose(1, 2)
 
-    def forward(
-        self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
+    def encode(self, word_ids: torch.Tensor, char_ids: torch.Tensor,
+               lengths: torch.Tensor) -> torch.Tensor:
+        """[B,H,T] states of the shared encoder (zero at padding): what every head reads, and
+        what training-only tasks (model_export.context_task) shape."""
+        return self._encode(word_ids, char_ids, lengths)[0]
+
+    def _encode(self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encoder states, word vectors [B,T,D] and padding mask [B,1,T], computed once for
+        the heads of ``forward``."""
         steps = word_ids.shape[1]
         mask = torch.arange(steps, device=word_ids.device).unsqueeze(0) < lengths.unsqueeze(1)
         maskf = mask.unsqueeze(1).to(torch.float32)  # [B,1,T]
@@ -149,6 +156,12 @@ class TweetTagger(nn.Module):
             hidden = (hidden + torch.relu(block(self.dropout(hidden)))) * maskf
         if self.lstm_forward is not None and self.lstm_backward is not None:
             hidden = (hidden + self.bilstm(self.dropout(hidden), lengths)) * maskf
+        return hidden, words, maskf
+
+    def forward(
+        self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        hidden, words, maskf = self._encode(word_ids, char_ids, lengths)
         tokens = self.dropout(hidden.transpose(1, 2))  # [B,T,H]
         count = lengths.clamp(min=1).unsqueeze(1).to(torch.float32)
         mean = hidden.sum(dim=2) / count

@@ -23,6 +23,8 @@ from torch import nn
 from tqdm import tqdm
 
 from model_export.calibrate import calibrate_heads, tweet_prior_correction
+from model_export.context_task import TASK as CONTEXT_TASK
+from model_export.context_task import ContextPredictor, unlabeled_examples
 from model_export.corpus import (
     IGNORE,
     Example,
@@ -162,6 +164,13 @@ class TrainConfig:
     # dev 39% against train 8%, 10%, 22%): training words made the vocabulary, new names
     # did not. 0 leaves the random stream of earlier recipes untouched.
     entity_word_dropout: float = 0.0
+    # Unlabeled tweets drawn per epoch for masked-word prediction (model_export.context_task:
+    # a share ``context_mask`` of each tweet's known words is hidden and the encoder's state
+    # there must point at the word's frozen vector; loss weight ``context_weight``). 0: off,
+    # which keeps the batches and random stream of the recipes before it.
+    context_per_epoch: int = 0
+    context_weight: float = 1.0
+    context_mask: float = 0.15
     limit: int | None = None  # examples per training set (tests and smoke runs)
     time_budget_s: float | None = None
     evaluate_dev: bool = True  # False (smoke runs, tests): no dev scoring, keep the last epoch
@@ -205,6 +214,11 @@ class TrainConfig:
         if not 0 <= self.entity_word_dropout < 1:
             raise ValueError(f"--entity-word-dropout {self.entity_word_dropout}: "
                              "a probability in [0, 1)")
+        if self.context_per_epoch < 0 or self.context_weight < 0:
+            raise ValueError("--context-per-epoch and --context-weight: 0 or more")
+        if not 0 < self.context_mask < 1:
+            raise ValueError(f"--context-mask {self.context_mask}: a share of the words in "
+                             "(0, 1)")
         if self.hidden % 2 and any("bilstm" in member_spec(e)[0] for e in self.encoders):
             raise ValueError(f"--hidden {self.hidden}: a BiLSTM encoder needs an even width "
                              "(half of it each way)")
@@ -303,6 +317,8 @@ def load_training_sets(config: TrainConfig) -> dict[str, list[Example]]:
     ]
     sets["sentiment"] = sentiment_examples(config.data_dir, "train", config.limit)
     sets["topic"] = topic_examples(config.data_dir, "train", config.limit)
+    if config.context_per_epoch > 0:
+        sets[CONTEXT_TASK] = list(unlabeled_examples(config.data_dir))
     held_topics = held_out_topic_texts(config.data_dir, config.sentiment_dev_topics)
     for task in ("sentiment", "topic") if held_topics else ():
         kept = [e for e in sets[task] if text_key(e.tokens) not in held_topics]
@@ -346,7 +362,8 @@ def epoch_batches(
     sets: dict[str, list[Example]], config: TrainConfig, rng: random.Random
 ) -> list[list[Example]]:
     """Shuffled single-task batches; the big sentiment sets are subsampled per epoch."""
-    caps = {"sentiment": config.sentiment_per_epoch, "topic": config.topic_per_epoch}
+    caps = {"sentiment": config.sentiment_per_epoch, "topic": config.topic_per_epoch,
+            CONTEXT_TASK: config.context_per_epoch}
     batches = []
     for task, examples in sets.items():
         chosen = list(examples) * config.oversample.get(task, 1)
@@ -551,6 +568,12 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
     embedding = model.word_embedding.weight
     embedding.requires_grad_(config.embedding_lr_scale > 0)
     groups = [{"params": [p for p in model.parameters() if p is not embedding]}]
+    # Built after the network, so the network's starting weights do not depend on it.
+    context = (ContextPredictor(config.hidden, config.word_dim)
+               if config.context_per_epoch > 0 else None)
+    if context is not None:
+        groups[0]["params"] += list(context.parameters())
+    trained = [p for group in groups for p in group["params"]]
     if config.embedding_lr_scale > 0:
         groups.append({"params": [embedding], "lr": config.lr * config.embedding_lr_scale})
     optimizer = torch.optim.Adam(groups, lr=config.lr)
@@ -570,11 +593,14 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
         bar = tqdm(batches, desc=f"{member} epoch {epoch}", unit="batch")
         for step, batch in enumerate(bar, start=1):
             feeds = tensors(batch, vocab, config, rng, train=True)
-            outputs = model(*(feeds[n] for n in INPUT_NAMES))
-            loss = loss_fn(outputs, batch, feeds)
+            if context is not None and batch[0].task == CONTEXT_TASK:
+                loss = config.context_weight * context.loss(model, feeds, config.context_mask)
+            else:
+                outputs = model(*(feeds[n] for n in INPUT_NAMES))
+                loss = loss_fn(outputs, batch, feeds)
             optimizer.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            nn.utils.clip_grad_norm_(trained, 5.0)
             optimizer.step()
             losses.append(loss.item())
             running += loss.item()
