@@ -64,6 +64,8 @@ def test_every_command_has_help(command: str) -> None:
         (["train", "--embedding-lr-scale", "0.5"], "share one frozen word table"),
         (["train", "--hidden", "95"], "a BiLSTM encoder needs an even width"),
         (["train", "--sentiment-dev-topics", "1.5"], "a share of the topics in [0, 1)"),
+        (["train", "--context-mask", "1.5"], "Invalid value for '--context-mask'"),
+        (["train", "--context-per-epoch", "-3"], "Invalid value for '--context-per-epoch'"),
     ],
 )
 def test_bad_arguments_are_one_line(args: list[str], contains: str) -> None:
