@@ -21,25 +21,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model_export.corpus import Example
+from model_export.corpus import Example, unlabeled_token_lists
 from model_export.model import TweetTagger
-from model_export.readers import read_lines
-from stream.textproc import tokenize
+from stream.textproc import UNK_ID
 
 TASK = "context"
-UNK = 1  # Vocab's unknown-word id (0 pads)
 
 
 @functools.lru_cache(maxsize=2)
 def unlabeled_examples(data_dir: Path) -> tuple[Example, ...]:
     """The unlabeled tweets as examples of the context task (tweets of fewer than three
     tokens have no context to learn from)."""
-    examples = []
-    for line in read_lines(data_dir / "unlabeled" / "tweets.txt"):
-        tokens = [t.text for t in tokenize(line)]
-        if len(tokens) >= 3:
-            examples.append(Example(TASK, tokens))
-    return tuple(examples)
+    return tuple(Example(TASK, tokens) for tokens in unlabeled_token_lists(data_dir)
+                 if len(tokens) >= 3)
 
 
 def mask_positions(word_ids: torch.Tensor, lengths: torch.Tensor, rate: float) -> torch.Tensor:
@@ -48,7 +42,7 @@ def mask_positions(word_ids: torch.Tensor, lengths: torch.Tensor, rate: float) -
     has such a token, so every tweet teaches something."""
     steps = word_ids.shape[1]
     real = torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)
-    known = real & (word_ids > UNK)
+    known = real & (word_ids > UNK_ID)
     draw = torch.rand(word_ids.shape)
     chosen = known & (draw < rate)
     # The known token with the smallest draw, for tweets where nothing was drawn.
@@ -74,7 +68,7 @@ class ContextPredictor(nn.Module):
         if not hidden.any():
             return torch.zeros(())
         targets = model.word_embedding(word_ids[hidden]).detach()
-        states = model.encode(word_ids.masked_fill(hidden, UNK),
+        states = model.encode(word_ids.masked_fill(hidden, UNK_ID),
                               char_ids.masked_fill(hidden.unsqueeze(2), 0), lengths)
         predicted = self.project(model.dropout(states.transpose(1, 2)[hidden]))
         return (1 - nn.functional.cosine_similarity(predicted, targets, dim=1)).mean()

@@ -13,12 +13,15 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tqdm import tqdm
+
 from model_export.heads import HEAD_BY_NAME, NER_HEADS
 from model_export.readers import (
     LabelledText,
     TaggedSentence,
     bieos_spans,
     read_conll,
+    read_lines,
     read_sentiment_tsv,
 )
 from stream.predictions import SENTIMENTS
@@ -250,6 +253,14 @@ def topic_examples(data_dir: Path, split: str, limit: int | None = None) -> list
                 polarity[i] = SENTIMENT_INDEX[row.label]
         examples.append(Example("topic", tokens, entity_sentiment=polarity))
     return examples
+
+
+def unlabeled_token_lists(data_dir: Path) -> list[list[str]]:
+    """Token lists of ``unlabeled/tweets.txt``, one per line (with a progress bar: 140k
+    tweets), for the word vectors and the context task."""
+    return [[t.text for t in tokenize(line)]
+            for line in tqdm(read_lines(data_dir / "unlabeled" / "tweets.txt"),
+                             desc="tokenising unlabeled tweets", unit="tweet")]
 
 
 def training_texts(data_dir: Path, mitchell_folds: Sequence[int]) -> list[list[str]]:

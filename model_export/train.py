@@ -40,6 +40,7 @@ from model_export.corpus import (
     text_key,
     topic_examples,
     training_texts,
+    unlabeled_token_lists,
 )
 from model_export.embeddings import (
     build_vocab,
@@ -59,9 +60,8 @@ from model_export.heads import (
 )
 from model_export.label_transfer import allowed_matrix, transfer_pairs
 from model_export.model import ENCODERS, ModelConfig, TweetEnsemble, TweetTagger
-from model_export.readers import read_lines
 from stream.inference import LabelSpace, TokenAnalysis
-from stream.textproc import Vocab, tokenize
+from stream.textproc import UNK_ID, Vocab
 
 log = logging.getLogger(__name__)
 FP32_MAX_WORDS = 30_000  # larger vocabularies are stored as fp16 (TrainConfig.embedding_fp16)
@@ -430,7 +430,7 @@ def tensors(
         return values + [IGNORE] * (steps - len(values))
 
     feeds["ner"] = torch.tensor([pad(e.ner_tags) for e in batch])
-    # Word ids read as UNK (1). Each dropout draws only when on, so a recipe without entity
+    # Word ids read as UNK. Each dropout draws only when on, so a recipe without entity
     # word dropout keeps the random stream it always had.
     hidden = torch.zeros(feeds["word_ids"].shape, dtype=torch.bool)
     if train and config.word_dropout > 0:
@@ -438,7 +438,8 @@ def tensors(
     if train and config.entity_word_dropout > 0:
         entity = feeds["ner"] > 0  # tag 0 is O; IGNORE (-100) marks padding and unlabelled
         hidden |= (torch.rand(hidden.shape) < config.entity_word_dropout) & entity
-    feeds["word_ids"] = feeds["word_ids"].masked_fill(hidden & (feeds["word_ids"] > 1), 1)
+    feeds["word_ids"] = feeds["word_ids"].masked_fill(hidden & (feeds["word_ids"] > UNK_ID),
+                                                      UNK_ID)
     feeds["mention"] = torch.tensor(
         [[t.startswith("@") for t in e.tokens] + [False] * (steps - len(e.tokens))
          for e in batch], dtype=torch.bool)
@@ -534,10 +535,7 @@ def torch_predictor(model: nn.Module, vocab: Vocab, labels: LabelSpace, batch_si
 def prepare_vocab(config: TrainConfig) -> tuple[Vocab, np.ndarray, float]:
     """Vocabulary and initial word embeddings from unlabeled tweets plus training texts."""
     texts = training_texts(config.data_dir, config.mitchell_folds)
-    unlabeled = [[t.text for t in tokenize(line)]
-                 for line in tqdm(read_lines(config.data_dir / "unlabeled" / "tweets.txt"),
-                                  desc="tokenising unlabeled tweets", unit="tweet")]
-    corpus = texts + unlabeled
+    corpus = texts + unlabeled_token_lists(config.data_dir)
     vocab = build_vocab(corpus, config.max_words)
     vectors = train_vectors(normalised_corpus(corpus), config.work_dir / "embeddings",
                             config.word_dim, config.embedding_epochs, config.embedding_seed)
@@ -573,10 +571,10 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
                if config.context_per_epoch > 0 else None)
     if context is not None:
         groups[0]["params"] += list(context.parameters())
-    trained = [p for group in groups for p in group["params"]]
     if config.embedding_lr_scale > 0:
         groups.append({"params": [embedding], "lr": config.lr * config.embedding_lr_scale})
     optimizer = torch.optim.Adam(groups, lr=config.lr)
+    trained = [*model.parameters(), *(context.parameters() if context is not None else ())]
     # Halve the learning rate when the dev score stalls for an epoch.
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
                                                            patience=0)

@@ -18,6 +18,7 @@ import numpy as np
 
 PAD = "<pad>"
 UNK = "<unk>"
+UNK_ID = 1  # Vocab's id of UNK, for unknown words and characters (0 pads)
 URL_TOKEN = "<url>"
 MAX_CHARS_PER_TOKEN = 20
 _ENCODE_CACHE_SIZE = 200_000
@@ -125,10 +126,10 @@ class Vocab:
         idx = self.word_index.get(norm)
         if idx is None and norm[:1] in ("@", "#") and len(norm) > 1:
             idx = self.word_index.get(norm[1:])
-        return 1 if idx is None else idx
+        return UNK_ID if idx is None else idx
 
     def char_ids(self, token: str) -> list[int]:
-        return [self.char_index.get(ch, 1) for ch in token[:MAX_CHARS_PER_TOKEN]]
+        return [self.char_index.get(ch, UNK_ID) for ch in token[:MAX_CHARS_PER_TOKEN]]
 
     def _lookup(self, token: str) -> tuple[int, list[int]]:
         """Word id and char ids of a token, memoised: tweets repeat their tokens so much that
