@@ -38,6 +38,11 @@ class TaggedSentence:
     tags: list[str]
 
 
+# Skipped lines already logged by this process: training rereads the dev files every epoch,
+# and the same four BTC quirks once an epoch drown the progress lines; ``skipped`` keeps them all.
+_REPORTED: set[str] = set()
+
+
 @dataclass(slots=True)
 class ConllFile:
     """Sentences of one CoNLL file plus the lines the reader skipped (and why)."""
@@ -105,7 +110,9 @@ def read_conll(path: Path, scheme: str = "BIO") -> ConllFile:
     if tokens:
         sentences.append(TaggedSentence(tokens, tags))
     for message in skipped:
-        log.warning(message)
+        if message not in _REPORTED:
+            _REPORTED.add(message)
+            log.warning(message)
     return ConllFile(sentences, skipped)
 
 

@@ -47,6 +47,17 @@ def test_btc_test_broken_url_is_skipped_and_reported(data_dir: Path):
     assert all(tok.strip() for s in parsed.sentences for tok in s.tokens)
 
 
+def test_skipped_line_is_logged_once_per_process(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    # Training rereads the dev files every epoch: the warning once, the record every time.
+    path = tmp_path / "quirk.conll"
+    path.write_text("Paris\tB-LOC\n\tO\nrocks\tO\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="model_export.readers"):
+        first, second = read_conll(path), read_conll(path)
+    assert first.skipped == second.skipped == [f"{path}:2: empty token (tag 'O') skipped"]
+    assert [r.getMessage() for r in caplog.records] == first.skipped
+    assert first.sentences[0].tokens == ["Paris", "rocks"]
+
+
 def test_mitchell_bieos_spans_carry_polarity(data_dir: Path):
     parsed = read_conll(data_dir / "targeted_sentiment/mitchell2013/fold1/train.conll", "BIEOS")
     assert parsed.sentences[0].tokens[0] == "@habibaalshanti"
