@@ -171,8 +171,8 @@ def parse_encoders(_ctx: click.Context, _param: click.Parameter,
 @click.option("--train-with-dev", multiple=True, default=None, metavar="NAME[:SHARE]",
               help="NER corpus (wnut16, wnut17, btc) whose dev split joins its training data, "
               "or SHARE of it, chosen by a hash of each text, with the rest kept for early "
-              "stopping and calibration (repeatable, e.g. wnut16 and wnut17:0.5; default: "
-              "wnut16; 'none' keeps every dev split for scoring).")
+              "stopping and calibration (repeatable; default: wnut16 and wnut17:0.5; 'none' "
+              "keeps every dev split for scoring).")
 @click.option("--dev-repeat", type=click.IntRange(min=1), default=None,
               help="Passes over each dev tweet that trains (--train-with-dev) per pass over "
               "its corpus's training split (default 3; 1: the recipe before session 16).")

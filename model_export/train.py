@@ -183,8 +183,11 @@ class TrainConfig:
     embedding_lr_scale: float = 0.0
     # NER corpora whose dev split joins their training data; early stopping then watches the
     # other dev sets only. ``NAME:SHARE`` trains on that share of the split (chosen by a hash
-    # of each text) and keeps the rest for early stopping and calibration.
-    train_with_dev: tuple[str, ...] = ("wnut16",)
+    # of each text) and keeps the rest for early stopping and calibration. Half of WNUT17 dev
+    # trains because WNUT17 train is the WNUT16 tweets again, while its dev (YouTube comments)
+    # is the only labelled text like its test's Reddit, StackExchange and YouTube posts: it
+    # raised held-out WNUT17 dev by 3.0 and 8.8 F1 in both pairs of session 22's study.
+    train_with_dev: tuple[str, ...] = ("wnut16", "wnut17:0.5")
     # Passes over each dev tweet that trains, per pass over its corpus's training split. The
     # WNUT16 test tweets come from the period of its dev split, not of its older training
     # split: with half of WNUT16 dev held out, 3 passes over the other half raised the held-out
