@@ -69,3 +69,14 @@ def test_bench_pipeline_smoke_writes_sane_results(tmp_path: Path) -> None:
         left = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
                             (doc["database"],)).fetchone()[0]
     assert left == 0
+
+
+def test_join_needs_a_group_capable_broker() -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TWEETWATCH_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "bench", "pipeline", "--join-at", "0.5"],
+        capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 2
+    assert "embedded broker cannot run a group" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
