@@ -4,6 +4,10 @@ message is consumed once, committed offsets and consumer lag read back; bad topi
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 
@@ -91,3 +95,22 @@ def test_topic_errors_are_one_line(tansu: TansuBroker) -> None:
     stopped = TansuBroker()
     with pytest.raises(BrokerError, match="not running"):
         stopped.create_topic("x")
+
+
+def test_broker_command_runs_tansu_with_the_app_topics() -> None:
+    """`tweetwatch broker --kind tansu` prints its address, has the app's topics, stops on
+    SIGTERM."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TWEETWATCH_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["TWEETWATCH_TOPIC_PARTITIONS"] = "3"
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "broker", "--kind", "tansu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.startswith("TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:"), line
+        bootstrap = line.strip().split("=", 1)[1]
+        lags = asyncio.run(group_lag(bootstrap, "nobody", "tweets"))
+        assert [p.partition for p in lags] == [0, 1, 2]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
