@@ -46,6 +46,19 @@ def markdown(doc: dict[str, Any]) -> str:
     for topology in sorted({r.get("topology", "") for r in doc["rows"]} - {""}):
         used = ", ".join(r["scenario"] for r in doc["rows"] if r.get("topology") == topology)
         lines.append(f"\nTopology of [{used}]: {topology}.")
+    joins = [r for r in doc["rows"] if r.get("rebalance")]
+    if joins:
+        lines += ["", "A worker joining the group mid-run (`--join-at`): the longest stretch "
+                  "without any commit in the group after the join, and the new worker's first "
+                  "commit (start-up, model load and rebalance):", "",
+                  "| scenario | longest pause s | pause began s after join | "
+                  "new worker's first commit s after join |", "|---|---|---|---|"]
+        for r in joins:
+            reb = r["rebalance"]
+            first = reb.get("new_worker_first_commit_s")
+            lines.append(f"| {r['scenario']} | {reb['longest_pause_s']:.2f} | "
+                         f"{reb['pause_starts_after_join_s']:.1f} | "
+                         f"{'none' if first is None else f'{first:.1f}'} |")
     lines += ["", "Where the time goes (wall time inside the agent per committed tweet, and CPU "
               "seconds of each process group over the scenario):", "",
               "| scenario | " + " | ".join(f"{v} µs" for v in STAGE_LABELS.values())
