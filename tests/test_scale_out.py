@@ -25,8 +25,8 @@ depends on which mentions were stored when it was made, so it varies with arriva
 between two single-worker runs. Alert ids are whatever ``stream.alerting`` computes.
 
 The replays run once per module; the checks of the alert decisions are a test of their own,
-marked as an expected failure while the alert agent's lanes lose alerts in a group (strict: it
-fails once they do not).
+marked as an expected failure while the alert agent's lanes lose alerts (strict: it fails once
+they do not).
 
 Set ``SCALE_OUT_TWEETS`` for a shorter run while developing (30,000 by default).
 """
@@ -397,9 +397,10 @@ def test_group_stores_every_tweet_once_and_publishes_every_negative(
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "the alert agent's per-entity lanes (stream.lanes, max_pending 1000) lose alerts in a "
-    "group across rebalances: dozens of negative mentions with no alert in every run of "
-    "3,000 and 30,000 tweets since they landed; the same runs pass with max_pending 1"))
+    "alerts are missing since the alert agent's per-entity lanes landed (stream.lanes, "
+    "max_pending 1000): negative mentions on the topic with no alert after every group replay "
+    "of 3,000 or 30,000 tweets, and once after the single-worker replay too; the same "
+    "3,000-tweet run passes with max_pending 1"))
 def test_group_alerts_are_the_single_workers(replays: Replays,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     group, alone, run = replays.group, replays.alone, replays.run
