@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import resource
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -194,10 +195,6 @@ def run_scenario(index: int, scenario: Scenario, texts: Sequence[str], settings:
         if profile:
             sampler = Sampler(workers[0].pid or 0, folder / "worker0.pyspy.txt")
         echo(f"[{scenario.label}] publishing {len(texts):,} tweets")
-        published = publish_tweets(producer, tweet_topics, texts, f"{prefix}-m",
-                                   scenario.rate)
-        echo(f"[{scenario.label}] published in {published.finished - published.started:.1f}s "
-             f"({published.offered_rate:,.0f}/s); waiting for the commits")
         joined: dict[str, float] = {}
         if options.join_at is not None and lanes == 1:
             traces.append(folder / f"worker{scenario.workers}.trace.jsonl")
@@ -212,10 +209,23 @@ def run_scenario(index: int, scenario: Scenario, texts: Sequence[str], settings:
                     folder / f"worker{scenario.workers}.log", agents=["analyze"]).start())
 
             joining = (int(options.join_at * len(texts)), join)
+            # The join must land while tweets still arrive: publish beside the wait.
+            outcome: dict[str, Any] = {}
+            publisher = threading.Thread(target=lambda: outcome.update(p=publish_tweets(
+                producer, tweet_topics, texts, f"{prefix}-m", scenario.rate)))
+            publisher.start()
+            complete = _wait_committed(len(texts), traces, start_lines, workers, options,
+                                       scenario, time.time(), echo, joining)
+            publisher.join()
+            published = outcome["p"]
         else:
-            joining = None
-        complete = _wait_committed(len(texts), traces, start_lines, workers, options, scenario,
-                                   published.finished, echo, joining)
+            published = publish_tweets(producer, tweet_topics, texts, f"{prefix}-m",
+                                       scenario.rate)
+            echo(f"[{scenario.label}] published in "
+                 f"{published.finished - published.started:.1f}s "
+                 f"({published.offered_rate:,.0f}/s); waiting for the commits")
+            complete = _wait_committed(len(texts), traces, start_lines, workers, options,
+                                       scenario, published.finished, echo)
         with psycopg.connect(_libpq(db_url), autocommit=True) as conn:
             cpu_after = ([_proc_cpu_s(w.pid or 0) for w in workers],
                          _postgres_cpu_s(conn, database), _self_cpu_s())
