@@ -10,7 +10,7 @@ with the card's seeds and options rebuilds the artifact here, so a paired study 
 the committed run instead of training it again; any difference means another draw of the
 recipe.
 
-    python -m model_export.rebuild_check [--model-dir DIR] [--data-dir DIR] [--work-dir runs]
+    python -m research.rebuild_check [--model-dir DIR] [--data-dir DIR] [--work-dir runs]
 
 Exit status 0 when the vectors match, 1 when they differ, 2 on bad arguments.
 """
@@ -91,7 +91,7 @@ def compare_tables(vocab: Vocab, table: np.ndarray, artifact_vocab: Vocab,
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = get_settings()
-    parser = argparse.ArgumentParser(prog="python -m model_export.rebuild_check",
+    parser = argparse.ArgumentParser(prog="python -m research.rebuild_check",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=settings.model_dir,
                         help="artifact to compare with (default: the served model)")
@@ -107,14 +107,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not (args.data_dir / "unlabeled" / "tweets.txt").is_file():
         parser.exit(2, f"{parser.prog}: error: no unlabeled/tweets.txt under {args.data_dir}\n")
 
-    from model_export.train import TrainConfig, prepare_vocab
+    from model_export.recipe import recipe_config
+    from model_export.train import prepare_vocab
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     recipe = json.loads(card_path.read_text(encoding="utf-8"))["train_config"]
-    config = TrainConfig(data_dir=args.data_dir, work_dir=args.work_dir,
-                         encoders=tuple(recipe["encoders"]),
-                         **{name: (tuple(recipe[name]) if name == "mitchell_folds"
-                                   else recipe[name]) for name in VECTOR_OPTIONS})
+    config = recipe_config(args.data_dir, work_dir=args.work_dir, encoders=recipe["encoders"],
+                           **{name: recipe[name] for name in VECTOR_OPTIONS})
     vocab, matrix, _ = prepare_vocab(config)
     match = compare_tables(
         vocab, stored_word_table(matrix, config.embedding_fp16, config.word_table_int8),

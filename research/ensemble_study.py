@@ -9,9 +9,9 @@ The calibration sweep shifts the served mean's outputs exactly as ``model_export
 shifts one network's biases (same grids), so it shows what calibrating the mean instead of
 each member would choose on dev, and what that would do on test.
 
-    python -m model_export.ensemble_study members ARTIFACT... [--subset 0,2 ...]
-    python -m model_export.ensemble_study calibration ARTIFACT
-    python -m model_export.ensemble_study export ARTIFACT --subset 0,2 --out DIR
+    python -m research.ensemble_study members ARTIFACT... [--subset 0,2 ...]
+    python -m research.ensemble_study calibration ARTIFACT
+    python -m research.ensemble_study export ARTIFACT --subset 0,2 --out DIR
 
 ``export`` writes a servable artifact of a subset (a faster model from a trained ensemble, no
 retraining): the same export, parity check, int8 model and card as ``tweetwatch train``.
@@ -185,7 +185,7 @@ def export_subset(source: Path, subset: Sequence[int], out_dir: Path, data_dir: 
     from model_export.artifact import export_checked, write_card
     from model_export.evaluate import test_metrics
     from model_export.export import round_word_table_to_int8
-    from model_export.train import torch_predictor
+    from model_export.predictor import torch_predictor
     from stream.inference import MODEL_FILES, file_sha256
 
     source_card = json.loads((source / "model_card.json").read_text(encoding="utf-8"))
@@ -273,7 +273,7 @@ def card_topic_share(artifact: Path) -> float:
 def main(argv: Sequence[str] | None = None) -> None:
     from stream.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m model_export.ensemble_study",
+    parser = argparse.ArgumentParser(prog="python -m research.ensemble_study",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=None)
     commands = parser.add_subparsers(dest="command", required=True)
