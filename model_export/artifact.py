@@ -27,7 +27,7 @@ from model_export.heads import SERVING_HEAD, labels_document
 from model_export.readers import read_conll
 from model_export.recipe import TrainConfig
 from model_export.train import EnsembleResult, TrainResult, head_summary
-from stream.inference import MODEL_FILES, file_sha256
+from stream.inference import MODEL_CARD, MODEL_FILES, file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -193,4 +193,4 @@ def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -
 
 
 def write_card(out_dir: Path, card: dict) -> None:
-    (out_dir / "model_card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    (out_dir / MODEL_CARD).write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from stream.inference import MODEL_CARD, read_model_card
 from stream.settings import get_settings
 
 
@@ -179,8 +180,7 @@ def eval_command(model_dir: Path | None, data_dir: Path | None, write_card: bool
     settings = get_settings()
     model_dir = model_dir or settings.model_dir
     data_dir = data_dir or settings.data_dir
-    card_path = model_dir / "model_card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    card = read_model_card(model_dir)
     folds = card.get("mitchell_folds_evaluated") or card.get("train_config", {}).get(
         "mitchell_folds", [1])
     metrics = test_metrics(model_dir, data_dir, folds)
@@ -193,5 +193,6 @@ def eval_command(model_dir: Path | None, data_dir: Path | None, write_card: bool
         if speeds:
             card["throughput_tweets_per_s"] = speeds
         card["mitchell_folds_evaluated"] = folds
+        card_path = model_dir / MODEL_CARD
         card_path.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
         click.echo(f"wrote {card_path}")

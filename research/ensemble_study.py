@@ -41,7 +41,7 @@ from model_export.evaluate import (
 )
 from model_export.heads import HEAD_BY_NAME, INPUT_NAMES, OUTPUT_NAMES, TWEET_SENTIMENT_OUTPUT
 from model_export.model import TweetEnsemble, TweetTagger
-from stream.inference import LabelSpace, TokenAnalysis
+from stream.inference import LabelSpace, TokenAnalysis, read_model_card
 from stream.textproc import Vocab
 
 Predictor = Callable[[Sequence[Sequence[str]], Sequence[str] | None], list[TokenAnalysis]]
@@ -188,7 +188,7 @@ def export_subset(source: Path, subset: Sequence[int], out_dir: Path, data_dir: 
     from model_export.predictor import torch_predictor
     from stream.inference import MODEL_FILES, file_sha256
 
-    source_card = json.loads((source / "model_card.json").read_text(encoding="utf-8"))
+    source_card = read_model_card(source)
     networks, _ = load_members([source])
     chosen = [networks[k] for k in subset]
     model = (TweetEnsemble(chosen) if len(chosen) > 1 else chosen[0]).eval()
@@ -249,9 +249,7 @@ def expand_subsets(texts: Sequence[str], count: int) -> list[list[int]]:
 
 def card_train_config(artifact: Path) -> dict:
     """The artifact card's ``train_config`` (empty without a card)."""
-    card_path = artifact / "model_card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    return card.get("train_config", {})
+    return read_model_card(artifact).get("train_config", {})
 
 
 def card_setting(artifact: Path, key: str, default: list) -> list:
@@ -266,7 +264,7 @@ def card_dev_shares(artifact: Path) -> dict[str, float]:
 
 def card_topic_share(artifact: Path) -> float:
     """Share of the topics held out as the artifact's 4A dev split (``--sentiment-dev-topics``;
-    0: val, as every artifact before session 20)."""
+    0: val, as every artifact before the 2026-12-07 held-out-topics study)."""
     return float(card_train_config(artifact).get("sentiment_dev_topics", 0.0))
 
 
@@ -302,8 +300,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"{missing}: no model.onnx there")
     data_dir = args.data_dir or get_settings().data_dir
     if args.command == "export":
-        count = len(json.loads((args.artifact / "model_card.json").read_text(
-            encoding="utf-8")).get("members", [None]))
+        count = len(read_model_card(args.artifact).get("members", [None]))
         try:
             subsets = expand_subsets([args.subset], count)
         except ValueError as error:

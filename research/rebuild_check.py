@@ -18,7 +18,6 @@ Exit status 0 when the vectors match, 1 when they differ, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.inference import MODEL_CARD, read_model_card
 from stream.settings import get_settings
 from stream.textproc import Vocab
 
@@ -100,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("runs"),
                         help="scratch folder holding the vector cache (default: runs)")
     args = parser.parse_args(argv)
-    card_path = args.model_dir / "model_card.json"
-    for path in (card_path, args.model_dir / "model.onnx", args.model_dir / "vocab.json"):
+    for name in (MODEL_CARD, "model.onnx", "vocab.json"):
+        path = args.model_dir / name
         if not path.is_file():
             parser.exit(2, f"{parser.prog}: error: no {path.name} in {args.model_dir}\n")
     if not (args.data_dir / "unlabeled" / "tweets.txt").is_file():
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from model_export.train import prepare_vocab
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    recipe = json.loads(card_path.read_text(encoding="utf-8"))["train_config"]
+    recipe = read_model_card(args.model_dir)["train_config"]
     config = recipe_config(args.data_dir, work_dir=args.work_dir, encoders=recipe["encoders"],
                            **{name: recipe[name] for name in VECTOR_OPTIONS})
     vocab, matrix, _ = prepare_vocab(config)
