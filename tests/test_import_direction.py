@@ -56,3 +56,27 @@ def test_lazy_commands_still_listed_and_loadable():
     assert bench.exit_code == 0 and "  model " in bench.output and "  pipeline " in bench.output
     train = CliRunner().invoke(main, ["train", "--help"])
     assert train.exit_code == 0 and "--encoders" in train.output
+
+
+def test_a_missing_training_package_is_a_one_line_error():
+    """The runtime image has no model_export: `tweetwatch train` says so in one line."""
+    code = """
+import importlib.abc, sys
+class NoTraining(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "model_export" or name.startswith("model_export."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoTraining())
+sys.argv = ["tweetwatch", "train", "--help"]
+from stream.cli import main
+main()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "tweetwatch: error: 'train' needs model_export, which is not installed "
+        "(pip install 'tweetwatch[train,bench]')"]
+    listed = subprocess.run([sys.executable, "-c", code.replace('"train", "--help"', '"--help"')],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "  train " in listed.stdout
