@@ -135,15 +135,14 @@ def _torch_runner(model_dir: Path, threads: int):
     """A ``run(token_lists) -> outputs`` like ``Analyzer.run``, on the torch network."""
     import torch
 
-    from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
+    from model_export.predictor import named_outputs
 
     torch.set_num_threads(threads)
     model = load_torch_model(model_dir)
 
     def forward(feeds: dict[str, Any]) -> dict[str, Any]:
         with torch.inference_mode():
-            out = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
-        return {n: o.numpy() for n, o in zip(OUTPUT_NAMES, out, strict=True)}
+            return named_outputs(model, feeds)
 
     return forward
 

@@ -38,12 +38,11 @@ from model_export.corpus import (
 from model_export.evaluate import classification_scores, ner_scores
 from model_export.heads import (
     HEAD_BY_NAME,
-    INPUT_NAMES,
     NER_HEADS,
-    OUTPUT_NAMES,
     TWEET_SENTIMENT_OUTPUT,
 )
 from model_export.model import TweetTagger
+from model_export.predictor import named_outputs
 from stream.inference import LabelSpace
 from stream.textproc import Vocab
 
@@ -76,9 +75,7 @@ def model_outputs(model: TweetTagger, vocab: Vocab, token_lists: Sequence[Sequen
     with torch.no_grad():
         for begin in range(0, len(token_lists), batch_size):
             feeds = vocab.encode(token_lists[begin : begin + batch_size])
-            outputs = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
-            named = {n: o.numpy() for n, o in zip(OUTPUT_NAMES, outputs, strict=True)}
-            chunks.append((named, feeds["lengths"]))
+            chunks.append((named_outputs(model, feeds), feeds["lengths"]))
     return chunks
 
 

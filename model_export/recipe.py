@@ -24,23 +24,6 @@ from model_export.model import ENCODERS
 DEFAULT_RECIPE = Path(__file__).with_name("recipe.toml")
 FP32_MAX_WORDS = 30_000  # larger vocabularies are stored as fp16 (TrainConfig.embedding_fp16)
 
-# Which section of the recipe file holds each value.
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "seeds": ("seed", "embedding_seed"),
-    "vectors": ("max_words", "word_dim", "embedding_epochs", "embedding_lr_scale"),
-    "network": ("encoders", "hidden", "char_dim", "char_filters", "dilations", "dropout",
-                "tweet_bow", "bow_dim", "bow_from_vectors", "entity_tweet",
-                "entity_detach_pooled"),
-    "data": ("mitchell_folds", "sentiment_per_epoch", "topic_per_epoch", "oversample",
-             "train_with_dev", "dev_repeat", "sentiment_dev_topics", "anonymise_handles",
-             "transfer", "transfer_weight"),
-    "augment": ("lowercase_prob", "hashtag_prob", "hashtag_heads", "word_dropout"),
-    "train": ("epochs", "patience", "batch_size", "lr", "ner_o_weight", "tweet_class_power",
-              "task_weights", "tweet_prior_correction"),
-}
-SECTION_OF = {name: section for section, names in SECTIONS.items() for name in names}
-
-
 def member_spec(entry: str) -> tuple[str, int | None]:
     """``"bilstm:14"`` -> ``("bilstm", 14)``; ``"idcnn"`` -> ``("idcnn", None)``: seed None
     means the recipe's ``seeds.seed``. Members differ by encoder, by seed, or both."""
@@ -51,57 +34,58 @@ def member_spec(entry: str) -> tuple[str, int | None]:
     return encoder, int(seed) if seed else None
 
 
+def _in(section: str) -> Any:
+    """A recipe value, read from ``[section]`` of the recipe file (no default: the file
+    states it)."""
+    return dataclasses.field(metadata={"section": section})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides the trained weights, as read from the recipe file (see
-    ``recipe.toml`` for what each value means), plus the run controls."""
+    ``recipe.toml`` for what each value means), plus the run controls. A new recipe value is
+    a field here and a line in ``recipe.toml``."""
 
     data_dir: Path
-    # [seeds]
-    seed: int
-    embedding_seed: int
-    # [vectors]
-    max_words: int
-    word_dim: int
-    embedding_epochs: int
-    embedding_lr_scale: float
-    # [network]
-    encoders: tuple[str, ...]
-    hidden: int
-    char_dim: int
-    char_filters: int
-    dilations: tuple[int, ...]
-    dropout: float
-    tweet_bow: bool
-    bow_dim: int
-    bow_from_vectors: bool
-    entity_tweet: bool
-    entity_detach_pooled: bool
-    # [data]
-    mitchell_folds: tuple[int, ...]
-    sentiment_per_epoch: int
-    topic_per_epoch: int
-    oversample: dict[str, int]
-    train_with_dev: tuple[str, ...]
-    dev_repeat: int
-    sentiment_dev_topics: float
-    anonymise_handles: bool
-    transfer: dict[str, tuple[str, ...]]
-    transfer_weight: float
-    # [augment]
-    lowercase_prob: float
-    hashtag_prob: float
-    hashtag_heads: tuple[str, ...]
-    word_dropout: float
-    # [train]
-    epochs: int
-    patience: int
-    batch_size: int
-    lr: float
-    ner_o_weight: float
-    tweet_class_power: float
-    task_weights: dict[str, float]
-    tweet_prior_correction: bool
+    seed: int = _in("seeds")
+    embedding_seed: int = _in("seeds")
+    max_words: int = _in("vectors")
+    word_dim: int = _in("vectors")
+    embedding_epochs: int = _in("vectors")
+    embedding_lr_scale: float = _in("vectors")
+    encoders: tuple[str, ...] = _in("network")
+    hidden: int = _in("network")
+    char_dim: int = _in("network")
+    char_filters: int = _in("network")
+    dilations: tuple[int, ...] = _in("network")
+    dropout: float = _in("network")
+    tweet_bow: bool = _in("network")
+    bow_dim: int = _in("network")
+    bow_from_vectors: bool = _in("network")
+    entity_tweet: bool = _in("network")
+    entity_detach_pooled: bool = _in("network")
+    mitchell_folds: tuple[int, ...] = _in("data")
+    sentiment_per_epoch: int = _in("data")
+    topic_per_epoch: int = _in("data")
+    oversample: dict[str, int] = _in("data")
+    train_with_dev: tuple[str, ...] = _in("data")
+    dev_repeat: int = _in("data")
+    sentiment_dev_topics: float = _in("data")
+    anonymise_handles: bool = _in("data")
+    transfer: dict[str, tuple[str, ...]] = _in("data")
+    transfer_weight: float = _in("data")
+    lowercase_prob: float = _in("augment")
+    hashtag_prob: float = _in("augment")
+    hashtag_heads: tuple[str, ...] = _in("augment")
+    word_dropout: float = _in("augment")
+    epochs: int = _in("train")
+    patience: int = _in("train")
+    batch_size: int = _in("train")
+    lr: float = _in("train")
+    ner_o_weight: float = _in("train")
+    tweet_class_power: float = _in("train")
+    task_weights: dict[str, float] = _in("train")
+    tweet_prior_correction: bool = _in("train")
     # Run controls (command options, not recipe values).
     work_dir: Path = Path("runs")
     limit: int | None = None  # examples per training set (tests and smoke runs)
@@ -176,6 +160,11 @@ class TrainConfig:
                 for section, names in SECTIONS.items()}
 
 
+SECTION_OF: dict[str, str] = {f.name: f.metadata["section"]
+                               for f in dataclasses.fields(TrainConfig) if "section" in f.metadata}
+SECTIONS: dict[str, tuple[str, ...]] = {
+    section: tuple(name for name, s in SECTION_OF.items() if s == section)
+    for section in dict.fromkeys(SECTION_OF.values())}
 _HINTS = typing.get_type_hints(TrainConfig)
 _RUN_CONTROLS = ("data_dir", "work_dir", "limit", "time_budget_s", "evaluate_dev")
 

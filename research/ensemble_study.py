@@ -39,8 +39,9 @@ from model_export.evaluate import (
     score_ner,
     score_sentiment,
 )
-from model_export.heads import HEAD_BY_NAME, INPUT_NAMES, OUTPUT_NAMES, TWEET_SENTIMENT_OUTPUT
+from model_export.heads import HEAD_BY_NAME, OUTPUT_NAMES, TWEET_SENTIMENT_OUTPUT
 from model_export.model import TweetEnsemble, TweetTagger
+from model_export.predictor import named_outputs
 from stream.inference import LabelSpace, TokenAnalysis, read_model_card
 from stream.textproc import Vocab
 
@@ -70,9 +71,7 @@ class MemberOutputs:
                 for begin in range(0, len(order), self.batch_size):
                     rows = order[begin : begin + self.batch_size]
                     feeds = self.vocab.encode([token_lists[i] for i in rows])
-                    out = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
-                    named = {n: o.numpy() for n, o in zip(OUTPUT_NAMES, out, strict=True)}
-                    chunks.append((rows, named, feeds["lengths"]))
+                    chunks.append((rows, named_outputs(model, feeds), feeds["lengths"]))
             self._cache[key] = chunks
         return self._cache[key]
 
