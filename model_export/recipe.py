@@ -24,6 +24,7 @@ from model_export.model import ENCODERS
 DEFAULT_RECIPE = Path(__file__).with_name("recipe.toml")
 FP32_MAX_WORDS = 30_000  # larger vocabularies are stored as fp16 (TrainConfig.embedding_fp16)
 
+
 def member_spec(entry: str) -> tuple[str, int | None]:
     """``"bilstm:14"`` -> ``("bilstm", 14)``; ``"idcnn"`` -> ``("idcnn", None)``: seed None
     means the recipe's ``seeds.seed``. Members differ by encoder, by seed, or both."""
