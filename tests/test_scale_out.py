@@ -398,9 +398,10 @@ def test_group_stores_every_tweet_once_and_publishes_every_negative(
 
 @pytest.mark.xfail(strict=True, reason=(
     "alerts are missing since the alert agent's per-entity lanes landed (stream.lanes, "
-    "max_pending 1000): negative mentions on the topic with no alert after every group replay "
-    "of 3,000 or 30,000 tweets, and once after the single-worker replay too; the same "
-    "3,000-tweet run passes with max_pending 1"))
+    "max_pending 1000), also with main's in-order acknowledgements (bc06637): negative "
+    "mentions on the topic with no alert after every group replay of 3,000 or 30,000 tweets, "
+    "and after the single-worker replay (no kill, no rebalance) in 2 of the last 2 runs; the "
+    "same 3,000-tweet run passed with max_pending 1"))
 def test_group_alerts_are_the_single_workers(replays: Replays,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     group, alone, run = replays.group, replays.alone, replays.run
