@@ -105,13 +105,39 @@ class Settings(BaseSettings):
     # --- Alerts ----------------------------------------------------------------------------
     alert_window_s: int = Field(300, ge=1, description="Alert window per entity, seconds.")
     alert_min_negative: int = Field(
-        3, ge=1, description="Negative mentions in a window needed to fire (1 = every mention)."
+        3, ge=1, description="Distinct negative tweets about an entity in a window needed to "
+        "fire (watched entities)."
     )
     alert_min_negative_share: float = Field(
         0.5, ge=0.0, le=1.0, description="Least negative share of an entity's mentions to fire."
     )
     alert_cooldown_s: int = Field(
         900, ge=0, description="Quiet time per entity after an alert fired."
+    )
+    alert_scope: Literal["watched", "all"] = Field(
+        "watched",
+        description="Which entities alert: watched (only watchlist entities) or all (also the "
+        "entities only the model found, with the stricter alert_discovered_* thresholds).",
+    )
+    alert_baseline_windows: int = Field(
+        12, ge=1, description="Windows before the current one that make an entity's baseline "
+        "(12 windows of 300 s: the last five minutes against the hour before).",
+    )
+    alert_sensitivity: float = Field(
+        3.0, gt=0, description="Spike rule: negative tweets in the window must exceed the "
+        "baseline mean by this many standard deviations (at least sqrt(mean), at least 1).",
+    )
+    alert_share_jump: float = Field(
+        0.3, gt=0, le=1.0, description="Share rule: fire when the window's negative share "
+        "exceeds the baseline's by this much (needs alert_min_negative tweets in both).",
+    )
+    alert_discovered_min_negative: int = Field(
+        10, ge=1, description="alert_min_negative for discovered (unwatched) entities.")
+    alert_discovered_sensitivity: float = Field(
+        5.0, gt=0, description="alert_sensitivity for discovered (unwatched) entities.")
+    watchlist_poll_s: float = Field(
+        2.0, gt=0, description="How often a worker checks the watchlist's version in the "
+        "database; changes (tweetwatch watch ...) apply within this many seconds.",
     )
     llm_base_url: str | None = Field(
         None,
