@@ -75,6 +75,8 @@ class NegativeMention:
     score: float
     text: str
     created_at: datetime
+    watch: str | None = None  # the watched entity's name; None: discovered by the model
+    type_source: str = "model"  # where ``type`` came from: "model", "watchlist" or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +112,20 @@ def parse_negative_record(raw: bytes | None) -> NegativeMention:
     if doc.get("v", WIRE_VERSION) != WIRE_VERSION:
         raise InvalidNegativeRecord(f"unsupported record version {doc.get('v')!r}")
     fields: dict[str, str] = {}
-    for name in ("tweet_id", "entity", "entity_key", "type", "text", "created_at"):
+    for name in ("tweet_id", "entity", "entity_key", "text", "created_at"):
         value = doc.get(name)
         if not isinstance(value, str) or not value:
             raise InvalidNegativeRecord(f"field {name!r} missing or not a non-empty string")
         fields[name] = value
+    # A watched entity without a type and without a model span has type "".
+    optional: dict[str, str | None] = {}
+    for name, default in (("type", None), ("watch", None), ("type_source", "model")):
+        value = doc.get(name, default)
+        if value is not None and not isinstance(value, str):
+            raise InvalidNegativeRecord(f"field {name!r} is not a string")
+        optional[name] = value
+    if optional["type"] is None:
+        raise InvalidNegativeRecord("field 'type' missing or not a string")
     score = doc.get("score", 1.0)
     if isinstance(score, bool) or not isinstance(score, int | float):
         raise InvalidNegativeRecord("field 'score' is not a number")
@@ -127,10 +138,12 @@ def parse_negative_record(raw: bytes | None) -> NegativeMention:
         tweet_id=fields["tweet_id"],
         entity=fields["entity"],
         entity_key=fields["entity_key"],
-        type=fields["type"],
+        type=optional["type"] or "",
         score=float(score),
         text=fields["text"],
         created_at=created_at.astimezone(UTC),
+        watch=optional["watch"] or None,
+        type_source=optional["type_source"] or "",
     )
 
 
@@ -245,6 +258,9 @@ async def insert_alert(conn: AsyncConnection, alert: dict[str, Any]) -> bool:
         "generator": alert["generator"],
         "model": alert["model"],
         "created_at": datetime.fromisoformat(alert["created_at"]),
+        "watch": alert.get("watch"),
+        "reason": alert.get("reason"),
+        "examples": alert.get("examples"),
     }
     table = Alert.__table__
     return bool(await insert_ignore(conn, table, [row], returning=table.c.alert_id))
@@ -267,6 +283,8 @@ def alert_from_row(row: Any) -> dict[str, Any]:
         "generator": row.generator,
         "model": row.model,
         "created_at": _aware(row.created_at).isoformat(),
+        **{name: getattr(row, name, None) for name in ("watch", "reason", "examples")
+           if getattr(row, name, None) is not None},
     }
 
 

@@ -23,6 +23,7 @@ from model_export.cli import eval_command, train_command
 from stream.alerts_cli import alerts_command
 from stream.bench.cli import bench_group
 from stream.settings import Settings, get_settings
+from stream.watch_cli import watch_group
 
 _EXPECTED_ERRORS = (OSError, ValueError, DBAPIError, RuntimeError)
 
@@ -329,6 +330,7 @@ main.add_command(alerts_command)
 main.add_command(train_command)
 main.add_command(eval_command)
 main.add_command(bench_group)
+main.add_command(watch_group)
 
 
 if __name__ == "__main__":

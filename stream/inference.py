@@ -17,8 +17,8 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from stream.predictions import SENTIMENTS, Mention, TweetPrediction
 from stream.matcher import WatchMatch, WatchMatcher
+from stream.predictions import SENTIMENTS, Mention, TweetPrediction
 from stream.textproc import Token, Vocab, entity_key, nameable, tokenize
 
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}

@@ -334,7 +334,6 @@ def validate_alert(text: str, ctx: AlertContext) -> str:
 
 def template_alert(ctx: AlertContext) -> str:
     """Deterministic alert text: same context, same words (used whenever the LLM is not)."""
-    entity = display_name(ctx.entity)
     share = ctx.negative_mentions / ctx.mentions if ctx.mentions else 1.0
     text = (
         f"Alert: negative sentiment toward {_the(ctx, quote=False)}: "

@@ -91,3 +91,14 @@ def analysis_table(results: Sequence[dict[str, Any]], console: Console | None = 
         table.add_row(escape(result["id"]), f"[{colours[sentiment]}]{sentiment}[/]", entities,
                       escape(result["text"]))
     (console or Console()).print(table)
+
+
+def watchlist_table(entities: Sequence[Any], console: Console | None = None) -> None:
+    """``tweetwatch watch list``: one row per watched entity."""
+    table = Table(title=f"watchlist ({len(entities)} entities)")
+    for column in ("name", "type", "aliases", "exclude"):
+        table.add_column(column, overflow="fold")
+    for e in entities:
+        table.add_row(escape(e.name), escape(e.type or "-"), escape(", ".join(e.aliases) or "-"),
+                      escape(", ".join(e.exclude) or "-"))
+    (console or Console()).print(table)

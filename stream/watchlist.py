@@ -79,7 +79,8 @@ def _clean_phrase(value: Any, what: str, name: str) -> str:
     if len(text) > MAX_NAME_CHARS:
         raise InvalidWatchlist(f"{what} of {name!r} is longer than {MAX_NAME_CHARS} characters")
     if not nameable(entity_key(text)) or not tokenize(text):
-        raise InvalidWatchlist(f"{what} {text!r} of {name!r} has no letters or digits")
+        owner = "" if what == "name" else f" of {name!r}"
+        raise InvalidWatchlist(f"{what} {text!r}{owner} has no letters or digits")
     return text
 
 
