@@ -283,8 +283,9 @@ def alert_from_row(row: Any) -> dict[str, Any]:
         "generator": row.generator,
         "model": row.model,
         "created_at": _aware(row.created_at).isoformat(),
-        **{name: getattr(row, name, None) for name in ("watch", "reason", "examples")
-           if getattr(row, name, None) is not None},
+        "watch": row.watch,
+        "reason": row.reason,
+        "examples": row.examples,
     }
 
 

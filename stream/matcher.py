@@ -24,6 +24,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import ahocorasick
 
@@ -36,8 +37,10 @@ _ALIAS = 0
 _EXCLUDE = 1
 
 
+@lru_cache(maxsize=200_000)
 def token_key(text: str) -> str:
-    """The matching form of one token: ``@United's`` -> ``@united``, ``AT&T`` -> ``att``."""
+    """The matching form of one token: ``@United's`` -> ``@united``, ``AT&T`` -> ``att``
+    (memoised: tweets repeat their tokens, as ``Vocab`` found for encoding)."""
     folded = unicodedata.normalize("NFKC", text).casefold()
     prefix = folded[0] if len(folded) > 1 and folded[0] in "@#" else ""
     body = _POSSESSIVE.sub("", folded[len(prefix):])
