@@ -16,6 +16,12 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# As in 0001: the day of a mention in UTC.
+_DAY = {
+    "postgresql": "CAST(created_at AT TIME ZONE 'UTC' AS date)",
+    "sqlite": "date(created_at)",
+}
+
 
 def upgrade() -> None:
     op.create_table(
@@ -43,11 +49,22 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # SQLite drops a column by copying the table, which a view on it forbids: the history
+    # view goes while entity_mentions is rebuilt and comes back unchanged (0001's text).
+    op.execute("DROP VIEW entity_daily_history")
     with op.batch_alter_table("alerts") as batch:
         batch.drop_column("examples")
         batch.drop_column("reason")
         batch.drop_column("watch")
     with op.batch_alter_table("entity_mentions") as batch:
         batch.drop_column("watch")
+    day = _DAY[op.get_bind().dialect.name]
+    op.execute(
+        "CREATE VIEW entity_daily_history AS "
+        f"SELECT {day} AS day, entity_key, MIN(entity) AS entity, sentiment, "
+        "COUNT(*) AS mentions, AVG(score) AS avg_score "
+        "FROM entity_mentions "
+        f"GROUP BY {day}, entity_key, sentiment"
+    )
     op.drop_table("watchlist_version")
     op.drop_table("watched_entities")
