@@ -180,7 +180,8 @@ def analyze(source: Any, as_json: bool) -> None:
               help="How many days back, today included.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 def history(entity: str, days: int, as_json: bool) -> None:
-    """Daily mentions of ENTITY by sentiment (any spelling: @Apple, #apple, Apple)."""
+    """Daily mentions of ENTITY by sentiment (any spelling: @Apple, #apple, Apple; a watched
+    entity's name or any of its aliases gives all of its mentions)."""
     from stream.history import entity_history
     from stream.storage import create_engine
     from stream.textproc import entity_key, nameable
@@ -190,8 +191,14 @@ def history(entity: str, days: int, as_json: bool) -> None:
     settings = load_settings()
 
     async def query() -> Any:
+        from stream.watch_store import find_entity
+
         engine = create_engine(settings.database_url)
         try:
+            async with engine.connect() as conn:
+                watched = await find_entity(conn, entity)
+            if watched is not None:
+                return await entity_history(engine, watched.name, days, name=watched.name)
             return await entity_history(engine, entity, days)
         finally:
             await engine.dispose()
