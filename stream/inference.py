@@ -19,10 +19,14 @@ import onnxruntime as ort
 
 from stream.matcher import WatchMatch, WatchMatcher
 from stream.predictions import SENTIMENTS, Mention, TweetPrediction
-from stream.textproc import Token, Vocab, entity_key, nameable, tokenize
+from stream.textproc import Token, Vocab, entity_key, nameable, strip_invisible, tokenize
 
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 _FORBIDDEN = -1e4
+# Bounds on what one tweet can put in the store: a name longer than this is a tagging accident,
+# and a tweet that repeats a name a hundred times is still one tweet's worth of mentions.
+MAX_ENTITY_CHARS = 200
+MAX_MENTIONS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +287,8 @@ def _mention(text: str, tokens: Sequence[Token], analysis: TokenAnalysis, first:
     probs = span_sentiment(analysis.entity_sentiment_logits, first, last)
     best = int(probs.argmax())
     start, end = tokens[first].start, tokens[last - 1].end
-    return Mention(entity=text[start:end], entity_key=key, type=kind, start=start, end=end,
-                   sentiment=SENTIMENTS[best], score=float(probs[best]),
+    return Mention(entity=strip_invisible(text[start:end]), entity_key=key, type=kind,
+                   start=start, end=end, sentiment=SENTIMENTS[best], score=float(probs[best]),
                    probs=(float(probs[0]), float(probs[1]), float(probs[2])), watch=watch,
                    type_source=type_source)
 
@@ -327,9 +331,14 @@ def merge_mentions(text: str, tokens: Sequence[Token], analysis: TokenAnalysis,
         start, end = tokens[s].start, tokens[e - 1].end
         if any(a < end and start < b for a, b in taken):
             continue  # inside a widened watched mention
-        key = entity_key(text[start:end])
+        surface = strip_invisible(text[start:end])
+        key = entity_key(surface)
         if not nameable(key):  # bare symbols, e.g. the lone '#' of '!@#$*'
             continue
+        if len(surface) > MAX_ENTITY_CHARS:
+            continue  # a run-on span names nothing
         mentions.append(_mention(text, tokens, analysis, s, e, key, kind, "model", None))
+    # A flood of spans is one tweet's noise: watched mentions first, then the model's.
+    mentions = mentions[:MAX_MENTIONS]
     mentions.sort(key=lambda m: m.start)
     return mentions

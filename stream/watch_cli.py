@@ -17,7 +17,8 @@ from stream.watchlist import InvalidWatchlist, WatchedEntity, dump_watchlist, ma
 
 def _with_store(action: str, step: Callable[[AsyncConnection], Awaitable[Any]],
                 write: bool) -> Any:
-    from stream.cli import _safe_url, load_settings, run_async
+    from stream.cli import load_settings, run_async
+    from stream.settings import safe_url
     from stream.storage import create_engine
 
     settings = load_settings()
@@ -33,7 +34,7 @@ def _with_store(action: str, step: Callable[[AsyncConnection], Awaitable[Any]],
         finally:
             await engine.dispose()
 
-    return run_async(f"{action} ({_safe_url(settings.database_url)})", run)
+    return run_async(f"{action} ({safe_url(settings.database_url)})", run)
 
 
 def _entity_or_usage(build: Callable[[], WatchedEntity]) -> WatchedEntity:
