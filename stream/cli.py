@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -171,7 +172,10 @@ def publish(source: Any, topic: str | None, rate: float) -> None:
 @main.command()
 @click.argument("source", type=click.File("r", encoding="utf-8", errors="surrogateescape"))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def analyze(source: Any, as_json: bool) -> None:
+@click.option("--watchlist", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A YAML watchlist (see `tweetwatch watch import`): every alias is matched "
+                   "and each entity gets a `watch` field (the watched name, or null).")
+def analyze(source: Any, as_json: bool, watchlist: Path | None) -> None:
     """Analyse tweets from SOURCE (file or -) with the worker's model, without Kafka.
 
     Lines are JSON records with a "text" (and "id") or plain text.
@@ -180,13 +184,27 @@ def analyze(source: Any, as_json: bool) -> None:
     from stream.render import analysis_table
 
     settings = load_settings()
+    matcher = _file_matcher(watchlist) if watchlist is not None else None
     with user_errors("cannot analyse"):
-        results = analyze_lines(settings, source)
+        results = analyze_lines(settings, source, matcher)
         if as_json:
             for result in results:
                 click.echo(json.dumps(result, ensure_ascii=False))
         else:
             analysis_table(list(results))
+
+
+def _file_matcher(path: Path) -> Any:
+    """The matcher of a watchlist file; a bad file is a one-line error naming it."""
+    from stream.matcher import WatchMatcher
+    from stream.watchlist import InvalidWatchlist, read_watchlist
+
+    try:
+        return WatchMatcher(read_watchlist(path))
+    except InvalidWatchlist as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read the watchlist {path}: {exc}") from None
 
 
 # --- history ------------------------------------------------------------------------------

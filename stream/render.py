@@ -87,8 +87,10 @@ def analysis_table(results: Sequence[dict[str, Any]], console: Console | None = 
             continue
         sentiment = result["sentiment"]
         entities = "; ".join(
-            f"{escape(e['entity'])} ({e['type']}, [{colours[e['sentiment']]}]{e['sentiment']}[/] "
-            f"{e['score']:.2f})" for e in result["entities"]
+            (f"[bold]{escape(e['watch'])}[/] as " if e.get("watch") else "")
+            + f"{escape(e['entity'])} ({escape(e['type'] or 'watched')}, "
+            f"[{colours[e['sentiment']]}]{e['sentiment']}[/] {e['score']:.2f})"
+            for e in result["entities"]
         ) or "-"
         table.add_row(escape(result["id"]), f"[{colours[sentiment]}]{sentiment}[/]", entities,
                       escape(result["text"]))
