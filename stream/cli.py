@@ -276,13 +276,20 @@ def topics(partitions: int | None, replication: int | None) -> None:
               help="Store to use [default: a fresh SQLite file in a temporary folder].")
 @click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Replay rate in tweets per second (0 = as fast as possible).")
-def demo(tweets: int, source: str, database_url: str | None, rate: float) -> None:
+@click.option("--watchlist", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML watchlist to track [default: the demo's own, stream/data/"
+                   "demo_watchlist.yaml].")
+def demo(tweets: int, source: str, database_url: str | None, rate: float,
+         watchlist: Path | None) -> None:
     """Everything on this machine: embedded broker, store, worker, replay of real tweets."""
     from stream.demo import run_demo
 
     settings = load_settings()
+    if watchlist is not None:
+        _file_matcher(watchlist)  # a bad file is a one-line error before anything starts
     with user_errors("demo failed"):
-        run_demo(settings, tweets=tweets, source=source, database_url=database_url, rate=rate)
+        run_demo(settings, tweets=tweets, source=source, database_url=database_url, rate=rate,
+                 watchlist=watchlist)
 
 
 # --- broker -------------------------------------------------------------------------------

@@ -149,7 +149,8 @@ class Settings(BaseSettings):
     )
     alert_share_jump: float = Field(
         0.3, gt=0, le=1.0, description="Share rule: fire when the window's negative share "
-        "exceeds the baseline's by this much (needs alert_min_negative tweets in both).",
+        "exceeds the baseline's by this much (with alert_min_negative negative tweets now and "
+        "at least as many tweets in the baseline).",
     )
     alert_discovered_min_negative: int = Field(
         10, ge=1, description="alert_min_negative for discovered (unwatched) entities.")

@@ -29,7 +29,9 @@ noisier than a user's aliases.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,6 +43,7 @@ from stream.settings import Settings
 from stream.storage import EntityMention, Tweet
 
 EXAMPLES = 5  # example tweets carried by an alert record
+VISIBLE_WAIT_S = 5.0  # longest wait for the triggering tweet's batch to commit
 MAX_TWEET_IDS = 50
 
 
@@ -166,14 +169,42 @@ def judge(th: SpikeThresholds, stats: SpikeStats) -> SpikeDecision:
         f"{stats.baseline_share:.0%}"), figures)
 
 
+async def wait_visible(conn: AsyncConnection, tweet_id: str, timeout_s: float) -> bool:
+    """Wait until the tweet's row is committed (True), at most ``timeout_s`` (False).
+
+    The analyze agent publishes a batch's negative mentions inside the transaction that
+    stores the batch and commits once the broker has acknowledged them, so a mention can
+    arrive before its batch is visible -- and with it the other tweets of the same batch in
+    the same window, which the counts need. Once the trigger's row is visible, its whole batch
+    is (one transaction).
+    """
+    tweets = Tweet.__table__
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        found = await conn.scalar(sa.select(tweets.c.id).where(tweets.c.id == tweet_id))
+        if found is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await conn.rollback()  # end the snapshot-holding transaction before asking again
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 async def spike_stats(conn: AsyncConnection, th: SpikeThresholds, entity_key: str,
-                      at: datetime, trigger: tuple[str, str] | None = None) -> SpikeStats:
+                      at: datetime, trigger: tuple[str, str] | None = None,
+                      visible_wait_s: float = VISIBLE_WAIT_S) -> SpikeStats:
     """Per-window distinct-tweet counts of ``entity_key`` up to ``at`` (one query over the
     ``(entity_key, created_at)`` index) and the current window's negative tweets.
 
-    ``trigger`` = (tweet id, text) of the mention being judged: it always counts, even if its
-    row were not visible (yet) to this connection.
+    ``trigger`` = (tweet id, text) of the mention being judged: its batch is waited for (at
+    most ``visible_wait_s``, :func:`wait_visible`), and it always counts, even if its row
+    never became visible (a batch rolled back after publishing is stored again on
+    redelivery).
     """
+    if trigger is not None:
+        await wait_visible(conn, trigger[0], visible_wait_s)
     em = EntityMention.__table__
     width = timedelta(seconds=th.window_s)
     n = th.baseline_windows

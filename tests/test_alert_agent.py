@@ -189,7 +189,7 @@ async def test_llm_alerts_once_per_window_across_restart_and_redelivery(topic_se
     assert first["tweet_ids"] == ["v2", "v1"]
     assert "Verizon" in first["text"] and first["text"].startswith("Alert:")
     assert [d["reason"] for d in dead] == ["not JSON: Expecting property name enclosed in "
-                                           "double quotes: line 1 column 2 (char 1)"]
+                                           "double quotes (line 1, column 2)"]
     assert len(server.requests) == 1
 
     # Restart: the same mentions are delivered again (as after a crash before the commit),
