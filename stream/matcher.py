@@ -4,7 +4,8 @@ Matching is on tokens (``stream.textproc.tokenize``, the model's own tokens), so
 token boundaries by construction: ``United`` never matches inside ``Reunited``. Each token is
 reduced to a key (NFKC, case-folded, a trailing possessive ``'s`` dropped, punctuation
 dropped) and keeps a leading ``@``/``#``, and the tweet becomes the string
-``" k1 k2 k3 "``; every alias, turned into the same form, is a pattern ``" a1 a2 "`` in one
+``" k1 k2 k3 "`` (a hyphenated token counts as its pieces); every alias, turned into the
+same form, is a pattern ``" a1 a2 "`` in one
 ``ahocorasick.Automaton`` (pyahocorasick, C). So ``United``, ``UNITED``, ``United's``,
 ``@united`` and ``#United`` all match the alias ``United``, while an alias written as a
 handle (``@united``) or a hashtag (``#UnitedAirlines``) matches only that form. A multi-word
@@ -33,6 +34,7 @@ from stream.watchlist import WatchedEntity
 
 _DROP = re.compile(r"[\W_]+", re.UNICODE)
 _POSSESSIVE = re.compile(r"['’]s$")
+_HYPHEN = re.compile(r"[-‐‑]")
 _ALIAS = 0
 _EXCLUDE = 1
 
@@ -48,8 +50,18 @@ def token_key(text: str) -> str:
     return prefix + key
 
 
+@lru_cache(maxsize=200_000)
+def piece_keys(text: str) -> tuple[str, ...]:
+    """Keys of a token's hyphen-separated pieces, so ``Kim Jong-un`` meets ``Kim Jong Un``
+    and ``self-driving cars`` meets ``self driving cars``: ``Jong-un`` -> ``jong``, ``un``."""
+    parts = [p for p in _HYPHEN.split(text) if p] if text[:1] not in "@#" else []
+    if len(parts) <= 1:
+        return (token_key(text),)
+    return tuple(token_key(p) for p in parts)
+
+
 def _phrase_keys(phrase: str) -> list[str]:
-    return [token_key(t.text) for t in tokenize(phrase)]
+    return [k for t in tokenize(phrase) for k in piece_keys(t.text)]
 
 
 def _patterns(phrase: str) -> set[str]:
@@ -109,32 +121,38 @@ class WatchMatcher:
         """Watched mentions in a tokenised tweet, left to right, never overlapping."""
         if self._automaton is None or not tokens:
             return []
-        keys = [token_key(t.text) for t in tokens]
+        keys: list[str] = []
+        owner: list[int] = []  # token index of each piece
+        for index, token in enumerate(tokens):
+            for key in piece_keys(token.text):
+                keys.append(key)
+                owner.append(index)
         joined = " " + " ".join(keys) + " "
-        # Character offset in ``joined`` of the space before each token -> token index.
-        token_at: dict[int, int] = {}
+        # Character offset in ``joined`` of the space before each piece -> piece index.
+        piece_at: dict[int, int] = {}
         offset = 0
         for index, key in enumerate(keys):
-            token_at[offset] = index
+            piece_at[offset] = index
             offset += len(key) + 1
-        hits: list[tuple[int, int, int]] = []  # (entity index, first token, last token)
+        # (entity index, first token, last token exclusive, pieces), in token space.
+        hits: list[tuple[int, int, int, int]] = []
         vetoes: dict[int, list[tuple[int, int]]] = {}
         for end_char, (length, items) in self._automaton.iter(joined):
-            first = token_at.get(end_char - length + 1)
+            first = piece_at.get(end_char - length + 1)
             if first is None:
                 continue
-            for kind, entity_index, n_tokens in items:
-                span = (first, first + n_tokens)
+            for kind, entity_index, n_pieces in items:
+                span = (owner[first], owner[first + n_pieces - 1] + 1)
                 if kind == _EXCLUDE:
                     vetoes.setdefault(entity_index, []).append(span)
                 else:
-                    hits.append((entity_index, *span))
+                    hits.append((entity_index, *span, n_pieces))
         kept = [h for h in hits
                 if not any(a < h[2] and h[1] < b for a, b in vetoes.get(h[0], ()))]
-        kept.sort(key=lambda h: (h[1] - h[2], h[1], h[0]))
+        kept.sort(key=lambda h: (-h[3], h[1], h[0]))
         taken: list[tuple[int, int]] = []
         chosen: list[WatchMatch] = []
-        for entity_index, first, last in kept:
+        for entity_index, first, last, _ in kept:
             if any(a < last and first < b for a, b in taken):
                 continue
             taken.append((first, last))

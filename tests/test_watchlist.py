@@ -98,6 +98,16 @@ def test_handle_and_hashtag_aliases_match_only_that_form():
         ("Delta Air Lines", "#DeltaAirLines"), ("Delta Air Lines", "Delta Air Lines")]
 
 
+def test_hyphenated_words_meet_their_spaced_forms():
+    kim = make_entity("Kim Jong-un")
+    cars = make_entity("self driving cars")
+    matcher = WatchMatcher([kim, cars])
+    assert found(matcher, "Kim Jong Un and KIM JONG-UN's self-driving cars") == [
+        ("Kim Jong-un", "Kim Jong Un"), ("Kim Jong-un", "KIM JONG-UN's"),
+        ("self driving cars", "self-driving cars")]
+    assert found(matcher, "#KimJongUn") == [("Kim Jong-un", "#KimJongUn")]
+
+
 def test_the_longest_overlapping_match_wins():
     bank = make_entity("Bank of America", None, ["BofA"])
     america = make_entity("America")
@@ -124,7 +134,9 @@ def test_property_an_alias_is_found_in_any_form_anywhere(words, before, after, f
     matcher = WatchMatcher([make_entity(alias)])
     matches = matcher.match(text)
     start = len(" ".join(before)) + (1 if before else 0)
-    assert any(m.start == start for m in matches), (text, found(matcher, text))
+    end = start + len(written)
+    # Found there, or overlapped by an earlier match of the same alias ("aa aa" in "aa aa aa").
+    assert any(m.start < end and start < m.end for m in matches), (text, found(matcher, text))
     # Never overlapping, always on token boundaries, always in order.
     tokens = tokenize(text)
     starts, ends = {t.start for t in tokens}, {t.end for t in tokens}
