@@ -301,6 +301,7 @@ async def test_a_slow_llm_call_delays_only_its_own_entity(broker, pg_url, tmp_pa
         app_id=f"{prefix}-app", topic_tweets=f"{prefix}-tweets", topic_dlq=f"{prefix}-dlq",
         topic_negative=f"{prefix}-negative", topic_alerts=f"{prefix}-alerts",
         topic_partitions=1, alert_window_s=300, alert_min_negative=2, alert_cooldown_s=900,
+        alert_sensitivity=1.0,  # the second negative tweet over an empty baseline fires
         llm_base_url=server.base_url, llm_timeout_s=20.0, llm_retries=0)
     broker.create_topics([settings.topic_tweets, settings.topic_dlq, settings.topic_negative,
                           settings.topic_alerts], 1)
@@ -312,7 +313,9 @@ async def test_a_slow_llm_call_delays_only_its_own_entity(broker, pg_url, tmp_pa
                                            f"{name.title()}co is down again {i}", "negative",
                                            i) for i in range(2)}
     await store(pg_url, tweets, base)
-    await publish(settings, settings.topic_negative, negative_records(tweets, base))
+    watched = {key: surface for key, surface, *_ in tweets.values()}
+    await publish(settings, settings.topic_negative,
+                  negative_records(tweets, base, watched=watched))
     worker = start_worker(settings, tmp_path, "lanes")
     try:
         alerts = await read_topic(settings, settings.topic_alerts, expect=4, timeout=90)
