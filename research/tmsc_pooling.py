@@ -1,7 +1,7 @@
 """TMSC dev: serve-time pooling rules for the sentiment toward a mention, compared before the
 test split is read (the rule chosen here is then scored on test by ``tweetwatch eval``).
 
-Run from the repository root: ``python research/tmsc_pooling.py [--split dev]``. Each rule maps
+Run from the repository root: ``python -m research.tmsc_pooling [--split dev]``. Each rule maps
 the entity-sentiment logits of a tweet (and its tweet-level probabilities) to the class of one
 target span; accuracy and macro-F1 (%) over TMSC Twitter-2015 + 2017.
 """
@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from model_export.tmsc import TargetExample, _scores, read_tmsc
+from stream.inference import Analyzer, TokenAnalysis, softmax
+from stream.settings import Settings
 
-from model_export.tmsc import TargetExample, _scores, read_tmsc  # noqa: E402
-from stream.inference import Analyzer, TokenAnalysis, softmax  # noqa: E402
-from stream.settings import Settings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 Rule = Callable[[TokenAnalysis, TargetExample], int]
 

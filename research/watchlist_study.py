@@ -4,7 +4,7 @@ target's label than the tweet's sentiment?
 
 Run from the repository root (writes ``benchmarks/results/watchlist_study/study.json``)::
 
-    python research/watchlist_study.py
+    python -m research.watchlist_study
 
 Data (``../shared/data/targeted_sentiment``, see its README):
 
@@ -28,20 +28,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from model_export.tmsc import read_tmsc
+from stream.inference import Analyzer
+from stream.matcher import WatchMatcher
+from stream.predictions import SENTIMENTS
+from stream.settings import Settings
+from stream.watchlist import WatchedEntity, make_entity
 
-from model_export.tmsc import read_tmsc  # noqa: E402
-from stream.inference import Analyzer  # noqa: E402
-from stream.matcher import WatchMatcher  # noqa: E402
-from stream.predictions import SENTIMENTS  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.watchlist import WatchedEntity, make_entity  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT = ROOT / "benchmarks" / "results" / "watchlist_study" / "study.json"
 
