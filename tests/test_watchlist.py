@@ -4,6 +4,7 @@ how watched matches merge with the model's spans, and the store on SQLite and Po
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -233,3 +234,46 @@ async def test_store_on_sqlite(sqlite_url):
 @pytest.mark.integration
 async def test_store_on_postgres(scratch_database):
     await check_store(scratch_database.url)
+
+
+# --- the command line ----------------------------------------------------------------------------
+def watch_cli(url: str, *args: str, stdin: str | None = None):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETWATCH_")}
+    env["TWEETWATCH_DATABASE_URL"] = url
+    return subprocess.run([sys.executable, "-m", "stream.cli", "watch", *args], text=True,
+                          capture_output=True, env=env, input=stdin, timeout=60, check=False)
+
+
+def test_watch_commands_round_trip_and_fail_in_one_line(sqlite_url, tmp_path):
+    done = watch_cli(sqlite_url, "add", "United Airlines", "--alias", "United", "--alias",
+                     "@united", "--exclude", "united states", "--type", "company")
+    assert (done.returncode, done.stdout) == (0, "watching United Airlines (3 aliases, "
+                                                 "1 exclusions)\n"), done.stderr
+    assert watch_cli(sqlite_url, "add", "Comcast").returncode == 0
+    listed = watch_cli(sqlite_url, "list", "--json").stdout.splitlines()
+    assert [json.loads(line)["name"] for line in listed] == ["Comcast", "United Airlines"]
+    exported = watch_cli(sqlite_url, "export").stdout
+    assert parse_watchlist(exported) == [WatchedEntity("Comcast"), UNITED_CLI]
+    path = tmp_path / "wl.yaml"
+    path.write_text(exported.replace("Comcast", "Verizon"), encoding="utf-8")
+    assert watch_cli(sqlite_url, "import", str(path), "--replace").returncode == 0
+    assert "Verizon" in watch_cli(sqlite_url, "list").stdout
+    assert watch_cli(sqlite_url, "remove", "@UNITED airlines").stdout == \
+        "removed United Airlines\n"
+
+    for args, message in [
+        (("remove", "Nobody"), "tweetwatch: error: no watched entity named 'Nobody'"),
+        (("add", "!!"), "tweetwatch: error: name '!!' has no letters or digits"),
+        (("import", str(tmp_path / "missing.yaml")), "tweetwatch: error: cannot read"),
+    ]:
+        failed = watch_cli(sqlite_url, *args)
+        assert failed.returncode != 0
+        assert failed.stderr.startswith(message), failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+
+
+UNITED_CLI = make_entity("United Airlines", "company", ["United", "@united"], ["united states"])
