@@ -48,7 +48,7 @@ from stream.alerting import (
     within_cooldown,
 )
 from stream.faults import failure_reason, retry_outages
-from stream.lanes import KeyedLanes
+from stream.lanes import InOrderAcks, KeyedLanes, Ticket
 from stream.llm import ChatClient
 from stream.prompts import AlertContext, write_alert
 from stream.records import WIRE_VERSION, dead_letter_record, encode
@@ -198,16 +198,18 @@ def register_alert_agent(app: faust.App, settings: Settings, topics: Topics) -> 
         # The HTTP session must be created inside the worker's event loop.
         worker = AlertWorker(settings, topics, engine, ChatClient.from_settings(settings))
 
-        async def handle(event: EventT) -> None:
-            await worker.handle(event.message)
-            event.message.ack(app.consumer)  # only after the commit, see the docstring
+        acks: InOrderAcks[EventT] = InOrderAcks(lambda event: event.message.ack(app.consumer))
 
-        lanes: KeyedLanes[EventT] = KeyedLanes(handle, max_pending=_MAX_PENDING)
+        async def handle(ticket: Ticket[EventT]) -> None:
+            await worker.handle(ticket.item.message)
+            acks.finish(ticket)  # only after the commit, and in offset order: see InOrderAcks
+
+        lanes: KeyedLanes[Ticket[EventT]] = KeyedLanes(handle, max_pending=_MAX_PENDING)
         try:
             async for event in stream.events():
                 event.message.incref()
                 try:
-                    await lanes.submit(event.message.key, event)
+                    await lanes.submit(event.message.key, acks.take(event.message.tp, event))
                 except Exception as exc:
                     # Only a dead letter that cannot be sent gets here. Stop the worker
                     # (exit status 1) rather than leave a dead agent in a live process: the
