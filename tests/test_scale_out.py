@@ -20,13 +20,12 @@ single worker, each on fresh topics and a fresh database. Afterwards:
 - the group's lag is 0 on every partition of both consumed topics.
 
 The alert policy is set so that the decision depends on the data alone (every negative mention
-fires, no cooldown): with the default policy (3 negatives in a window, a cooldown) a decision
-depends on which mentions were stored when it was made, so it varies with arrival order, even
-between two single-worker runs. Alert ids are whatever ``stream.alerting`` computes.
+fires, no cooldown; see ``_settings``): with the default spike policy a decision depends on
+which mentions were stored when it was made (the window's count against its baseline) and on
+which alert came first (the cooldown), so it varies with arrival order, even between two
+single-worker runs. Alert ids are whatever ``stream.alerting`` computes.
 
-The replays run once per module; the checks of the alert decisions are a test of their own,
-marked as an expected failure while the alert agent's lanes lose alerts (strict: it fails once
-they do not).
+The replays run once per module; the checks of the alert decisions are a test of their own.
 
 Set ``SCALE_OUT_TWEETS`` for a shorter run while developing (30,000 by default).
 """
@@ -102,7 +101,13 @@ def _settings(broker: Broker, db_url: str, tag: str) -> Settings:
         app_id=f"{prefix}-app", topic_tweets=f"{prefix}-tweets", topic_dlq=f"{prefix}-dlq",
         topic_negative=f"{prefix}-negative", topic_alerts=f"{prefix}-alerts",
         topic_partitions=PARTITIONS, max_batch=64, max_latency_ms=50,
-        alert_min_negative=1, alert_min_negative_share=0.0, alert_cooldown_s=0,
+        # Every negative mention fires, whatever arrived before it (module docstring): all
+        # entities alert, one negative tweet is enough, no cooldown, and a one-day window
+        # whose baseline (the days before the replay) is empty, so the spike threshold is the
+        # sensitivity times 1.
+        alert_scope="all", alert_window_s=86_400, alert_min_negative=1,
+        alert_discovered_min_negative=1, alert_sensitivity=0.001,
+        alert_discovered_sensitivity=0.001, alert_min_negative_share=0.0, alert_cooldown_s=0,
         llm_base_url=None,
     )
     broker.create_topics([settings.topic_tweets, settings.topic_dlq, settings.topic_negative,
@@ -396,12 +401,6 @@ def test_group_stores_every_tweet_once_and_publishes_every_negative(
         f"on the topic; lag 0 on {PARTITIONS} x 2 partitions"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "alerts are missing since the alert agent's per-entity lanes landed (stream.lanes, "
-    "max_pending 1000), also with main's in-order acknowledgements (bc06637): negative "
-    "mentions on the topic with no alert after every group replay of 3,000 or 30,000 tweets, "
-    "and after the single-worker replay (no kill, no rebalance) in 2 of the last 2 runs; the "
-    "same 3,000-tweet run passed with max_pending 1"))
 def test_group_alerts_are_the_single_workers(replays: Replays,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     group, alone, run = replays.group, replays.alone, replays.run
