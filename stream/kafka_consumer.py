@@ -19,8 +19,10 @@ And it never commits past an offset that was not acknowledged. Faust computes th
 commit from the acknowledged offsets of a partition but lets the first of them be one past the
 committed offset: with ``c`` committed (the next offset to read, Kafka's convention) and
 ``[c+1, c+2]`` acknowledged it commits ``c+3``, and whoever reads the partition after a
-rebalance or a crash never sees ``c``. Acknowledgements come out of order where the alert
-agent's per-entity lanes finish a later message first, so ``c`` may still be in flight.
+rebalance or a crash never sees ``c``. That needs acknowledgements out of offset order (the
+alert agent's per-entity lanes finishing a later message first); the agent acknowledges in
+offset order per partition (``InOrderAcks``), and this guard keeps a slip there from losing a
+message.
 """
 
 from __future__ import annotations
