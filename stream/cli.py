@@ -23,6 +23,7 @@ from model_export.cli import eval_command, train_command
 from stream.alerts_cli import alerts_command
 from stream.bench.cli import bench_group
 from stream.settings import Settings, get_settings
+from stream.web.cli import serve_command
 
 _EXPECTED_ERRORS = (OSError, ValueError, DBAPIError, RuntimeError)
 
@@ -234,13 +235,24 @@ def topics(partitions: int | None, replication: int | None) -> None:
               help="Store to use [default: a fresh SQLite file in a temporary folder].")
 @click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Replay rate in tweets per second (0 = as fast as possible).")
-def demo(tweets: int, source: str, database_url: str | None, rate: float) -> None:
+@click.option("--serve", "serve_port", type=click.IntRange(1, 65535), default=None,
+              is_flag=False, flag_value=8080, metavar="[PORT]",
+              help="Then serve the dashboard over the demo's store (port 8080 by default).")
+def demo(tweets: int, source: str, database_url: str | None, rate: float,
+         serve_port: int | None) -> None:
     """Everything on this machine: embedded broker, store, worker, replay of real tweets."""
     from stream.demo import run_demo
+    from stream.web.cli import check_port_free, serve_forever
 
     settings = load_settings()
+    if serve_port is not None:
+        check_port_free("127.0.0.1", serve_port)
     with user_errors("demo failed"):
-        run_demo(settings, tweets=tweets, source=source, database_url=database_url, rate=rate)
+        store = run_demo(settings, tweets=tweets, source=source, database_url=database_url,
+                         rate=rate, serve_port=serve_port)
+    if serve_port is not None:
+        serve_forever(settings.model_copy(update={"database_url": store}), "127.0.0.1",
+                      serve_port, "warning")
 
 
 # --- broker -------------------------------------------------------------------------------
@@ -329,6 +341,7 @@ main.add_command(alerts_command)
 main.add_command(train_command)
 main.add_command(eval_command)
 main.add_command(bench_group)
+main.add_command(serve_command)
 
 
 if __name__ == "__main__":

@@ -224,8 +224,10 @@ async def _print_history(engine: sa.ext.asyncio.AsyncEngine, console: Console) -
 
 
 def run_demo(settings: Settings, tweets: int, source: str, database_url: str | None,
-             rate: float, console: Console | None = None) -> None:
-    """Set everything up, replay ``tweets`` real tweets, print what the pipeline found."""
+             rate: float, console: Console | None = None,
+             serve_port: int | None = None) -> str:
+    """Set everything up, replay ``tweets`` real tweets, print what the pipeline found;
+    returns the store's URL (``serve_port``: the dashboard will be served on it next)."""
     console = console or Console()
     if not settings.model_path.is_file():
         raise FileNotFoundError(f"model artifact not found: {settings.model_path}")
@@ -258,3 +260,9 @@ def run_demo(settings: Settings, tweets: int, source: str, database_url: str | N
         f"{tally.alerts} alerts")
     console.print(f"query it: TWEETWATCH_DATABASE_URL='{db_url}' tweetwatch history "
                   f"'{tally.top_entity}' --days 7")
+    if serve_port is None:
+        console.print(f"see it: TWEETWATCH_DATABASE_URL='{db_url}' tweetwatch serve, then open "
+                      "[bold]http://localhost:8080/[/] (or run the demo with --serve)")
+    else:
+        console.print(f"dashboard: open [bold]http://localhost:{serve_port}/[/] (Ctrl-C stops)")
+    return db_url

@@ -134,6 +134,16 @@ class Settings(BaseSettings):
         False, description="Two-stage prompting: candidate alerts, then a selection prompt."
     )
 
+    # --- Dashboard, HTTP API, metrics, alert delivery -----------------------------------------
+    web_poll_s: float = Field(
+        2.0, gt=0, le=60, description="How often the live alert feed "
+        "(`GET /api/alerts/stream`) looks for new rows in the alerts table, seconds."
+    )
+    dashboard_url: str = Field(
+        "http://127.0.0.1:8080/", description="Public URL of `tweetwatch serve`, used in the "
+        "links of delivered alerts."
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _strip_kafka_scheme(cls, value: str) -> str:
