@@ -4,6 +4,7 @@
 const SVG = "http://www.w3.org/2000/svg";
 const BUCKET_MS = { minute: 60e3, hour: 3600e3, day: 86400e3 };
 const MAX_ENTITIES = 12;
+const MIN_BUCKETS = 12;
 const W = 600, H = 170, PAD = { l: 34, r: 34, t: 14, b: 20 };
 
 const $ = (id) => document.getElementById(id);
@@ -55,9 +56,10 @@ function drawChart(history, bucket) {
   }
   const step = BUCKET_MS[bucket];
   const times = pts.map((p) => Date.parse(p.start));
-  const alertTimes = history.alerts.map((a) => Date.parse(a.window_start));
-  const x0 = Math.min(times[0], ...alertTimes);
+  const alertTimes = history.alerts.map((a) => Date.parse(a.window_end));
   const x1 = Math.max(times[times.length - 1], ...alertTimes) + step;
+  // At least MIN_BUCKETS wide, so that a lone bucket is a bar and not the whole chart.
+  const x0 = Math.min(times[0], ...alertTimes, x1 - MIN_BUCKETS * step);
   const maxN = Math.max(...pts.map((p) => p.mentions));
   const iw = W - PAD.l - PAD.r, ih = H - PAD.t - PAD.b;
   const x = (t) => PAD.l + ((t - x0) / (x1 - x0)) * iw;
@@ -71,7 +73,7 @@ function drawChart(history, bucket) {
   svg.append(el("svg:text", { x: PAD.l - 4, y: PAD.t + ih, "text-anchor": "end" }, "0"));
   svg.append(el("svg:text", { x: W - PAD.r + 4, y: PAD.t + 8, fill: "#c0392b" }, "100%"));
   svg.append(el("svg:text", { x: W - PAD.r + 4, y: PAD.t + ih }, "0%"));
-  svg.append(el("svg:text", { x: PAD.l, y: H - 4 }, fmtTime(pts[0].start, bucket)));
+  svg.append(el("svg:text", { x: PAD.l, y: H - 4 }, fmtTime(new Date(x0).toISOString(), bucket)));
   svg.append(el("svg:text", { x: W - PAD.r, y: H - 4, "text-anchor": "end" },
                 fmtTime(new Date(x1 - step).toISOString(), bucket)));
 
@@ -101,7 +103,7 @@ function drawChart(history, bucket) {
     svg.append(dot);
   });
   history.alerts.forEach((a) => {
-    const ax = x(Date.parse(a.window_start));
+    const ax = x(Date.parse(a.window_end));
     const m = el("svg:path", { d: `M${ax - 5},${PAD.t - 12} h10 l-5,9 z`, class: "marker",
                                "data-alert-id": a.alert_id });
     m.append(el("svg:title", {}, `alert: ${a.text}`));
