@@ -34,6 +34,7 @@ from faust.types.tuples import Message
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from stream import metrics
 from stream.alerting import (
     AlertPolicy,
     InvalidNegativeRecord,
@@ -53,6 +54,7 @@ from stream.prompts import AlertContext, write_alert
 from stream.records import WIRE_VERSION, dead_letter_record, encode
 from stream.settings import Settings
 from stream.storage import create_engine
+from stream.webhook import AlertWebhook
 
 if TYPE_CHECKING:
     from stream.app import Topics
@@ -94,6 +96,7 @@ class AlertWorker:
             await (await self.topics.dlq.send(key=message.key, value=encode(record),
                                               force=True))
             log.warning("negative-entity record to the DLQ: %s", exc)
+            metrics.dead_letter(str(exc), agent="alert")
             return None
         return await self._retrying_db(self._evaluate, mention)
 
@@ -176,11 +179,13 @@ def register_alert_agent(app: faust.App, settings: Settings, topics: Topics) -> 
     async def alert(stream: StreamT) -> None:
         # The HTTP session must be created inside the worker's event loop.
         worker = AlertWorker(settings, topics, engine, ChatClient.from_settings(settings))
+        metrics.watch_llm(worker.client)
+        webhook = AlertWebhook.from_settings(settings)  # delivery off the agent's path
         try:
             async for event in stream.events():
                 event.message.incref()  # acked only after the commit, see the docstring
                 try:
-                    await worker.handle(event.message)
+                    alert = await worker.handle(event.message)
                 except Exception as exc:
                     # Stop the worker (exit status 1) rather than leave a dead agent in a
                     # live process: the message is not acknowledged and comes again.
@@ -188,7 +193,13 @@ def register_alert_agent(app: faust.App, settings: Settings, topics: Topics) -> 
                     await app.crash(exc)
                     raise
                 event.message.ack(app.consumer)
+                if alert is not None:
+                    metrics.alert_fired(alert)
+                    if webhook is not None:
+                        webhook.offer(alert)  # never waits: a bounded queue
         finally:
+            if webhook is not None:
+                await webhook.close()
             if worker.client is not None:
                 await worker.client.close()
 

@@ -32,6 +32,7 @@ from faust.types.tuples import Message
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from stream import metrics
 from stream.inference import Analyzer
 from stream.predictions import TweetPrediction
 from stream.records import (
@@ -199,6 +200,7 @@ class BatchProcessor:
 
     async def _dead_letter(self, message: Message, reason: str,
                            now: datetime) -> asyncio.Future[Any]:
+        metrics.dead_letter(reason)
         record = dead_letter_record(message.value, reason, message.topic, message.partition,
                                     message.offset, now)
         return await self.topics.dlq.send(key=message.key, value=encode(record), force=True)
@@ -269,12 +271,14 @@ def register_analyze_agent(app: faust.App, settings: Settings, topics: Topics) -
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
     engine = create_engine(settings.database_url)
     processor = BatchProcessor(settings, topics, analyzer, engine, executor)
+    metrics.watch_batch_stats(processor.stats)
     within = settings.max_latency_ms / 1000.0
 
     async def analyze(stream: StreamT) -> None:
         async for events in stream.take_events(settings.max_batch, within=within):
             for event in events:
                 event.message.incref()  # see the module docstring
+            started = time.perf_counter()
             try:
                 await processor.process(events)
             except Exception as exc:
@@ -283,6 +287,7 @@ def register_analyze_agent(app: faust.App, settings: Settings, topics: Topics) -
                 log.exception("analyze agent failed; stopping the worker")
                 await app.crash(exc)
                 raise
+            metrics.batch_committed(events, time.perf_counter() - started)
             for event in events:
                 event.message.ack(app.consumer)
 
