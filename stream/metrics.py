@@ -175,17 +175,27 @@ class _LagCollector(Collector):
 
 
 def serve_metrics(app: faust.App, settings: Settings) -> None:
-    """Start the metrics endpoint of a worker (``metrics_port`` 0: off), a thread of
-    prometheus-client's own."""
+    """Start the metrics endpoint (a thread of prometheus-client's own) when the worker
+    starts; ``metrics_port`` 0: off."""
     if not settings.metrics_port:
+
+        async def metrics_off() -> None:
+            log.info("metrics endpoint off (TWEETWATCH_METRICS_PORT=0)")
+
+        app.task(metrics_off)
         return
     _register("lag", _LagCollector(app))
-    try:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    except OSError as exc:
-        # A second worker on the same host: it works on without an endpoint of its own.
-        log.warning("metrics endpoint not started on %s:%d: %s (set TWEETWATCH_METRICS_PORT "
-                    "to a free port, or 0)", settings.metrics_host, settings.metrics_port,
-                    exc.strerror or exc)
-        return
-    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+
+    async def start_metrics_endpoint() -> None:
+        host, port = settings.metrics_host, settings.metrics_port
+        try:
+            start_http_server(port, addr=host)
+        except OSError as exc:
+            # A second worker on the same host: it works on without an endpoint of its own.
+            log.warning("metrics endpoint not started on %s:%d: %s (set "
+                        "TWEETWATCH_METRICS_PORT to a free port, or 0)", host, port,
+                        exc.strerror or exc)
+            return
+        log.info("metrics on http://%s:%d/metrics", host, port)
+
+    app.task(start_metrics_endpoint)
