@@ -51,6 +51,17 @@ def downgrade(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
 
 
+def check_database(url: str) -> None:
+    """Connect once and run ``SELECT 1``: a worker started without migrating must still fail
+    at start, not at its first batch, when the database cannot be reached."""
+    engine = sa.create_engine(sync_url(url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    finally:
+        engine.dispose()
+
+
 def current_revision(url: str) -> str | None:
     """The revision the database is at (None when it has never been migrated)."""
     engine = sa.create_engine(sync_url(url), poolclass=sa.pool.NullPool)

@@ -1,9 +1,12 @@
 """The alert agent: negative entity mentions in, alerts out (topic + ``alerts`` table).
 
 Per message on the negative-entity topic (keyed by entity key, so one entity's mentions arrive
-in order on one partition and are handled one at a time):
+in order on one partition). Each entity key has a lane (``stream.lanes``): one entity's
+mentions are handled one at a time and in order, while other entities' mentions go on beside
+it, so one slow LLM call delays only its own entity. For each message:
 
-1. validate the record (a bad one goes to the dead-letter topic with the reason);
+1. validate the record (a bad one goes to the dead-letter topic with the reason, as does one
+   whose handling fails for any reason but an outage: see ``stream.faults``);
 2. compute the deterministic ``alert_id`` (entity key + window) and stop if it is stored
    already -- a redelivery or a restart never calls the LLM or publishes twice;
 3. apply the policy (``stream.alerting``): the cooldown first (this worker's memory of the
@@ -21,17 +24,14 @@ and then nothing: alerts go out with the template text.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import faust
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 from faust.types.tuples import Message
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stream import metrics
@@ -49,21 +49,24 @@ from stream.alerting import (
     window_stats,
     within_cooldown,
 )
+from stream.faults import failure_reason, retry_outages
+from stream.lanes import KeyedLanes
 from stream.llm import ChatClient
 from stream.prompts import AlertContext, write_alert
 from stream.records import WIRE_VERSION, dead_letter_record, encode
 from stream.settings import Settings
 from stream.storage import create_engine
 from stream.webhook import AlertWebhook
+from stream.worker_guard import crash_worker
 
 if TYPE_CHECKING:
     from stream.app import Topics
 
 log = logging.getLogger(__name__)
 
-_DB_RETRY_MAX_S = 30.0
 _FIRED_CACHE_KEYS = 50_000
-_Alert = dict[str, Any] | None  # the alert published for a message, if any
+# Negative mentions taken from the topic but not yet handled, across all entities' lanes.
+_MAX_PENDING = 1000
 
 
 class AlertWorker:
@@ -87,18 +90,36 @@ class AlertWorker:
             self._fired.popitem(last=False)
 
     async def handle(self, message: Message) -> dict[str, Any] | None:
-        """Process one message; returns the alert it published, if any."""
+        """Process one message; returns the alert it published, if any.
+
+        Outages (database, broker) are waited out; any other failure is the message's own
+        (the poison rule, see stream.faults): it goes to the dead-letter topic with the
+        exception as the reason, and the next message is handled as usual."""
         try:
             mention = parse_negative_record(message.value)
         except InvalidNegativeRecord as exc:
-            record = dead_letter_record(message.value, str(exc), message.topic,
-                                        message.partition, message.offset, datetime.now(UTC))
+            log.warning("negative-entity record to the DLQ: %s", exc)
+            await self._dead_letter(message, str(exc))
+            return None
+        try:
+            return await retry_outages(lambda: self._evaluate(mention), "alert database access")
+        except Exception as exc:
+            reason = failure_reason(exc)
+            log.error("negative-entity record %s[%d]@%d to the DLQ: %s", message.topic,
+                      message.partition, message.offset, reason, exc_info=exc)
+            await self._dead_letter(message, reason)
+            return None
+
+    async def _dead_letter(self, message: Message, reason: str) -> None:
+        record = dead_letter_record(message.value, reason, message.topic, message.partition,
+                                    message.offset, datetime.now(UTC))
+
+        async def send() -> None:
             await (await self.topics.dlq.send(key=message.key, value=encode(record),
                                               force=True))
-            log.warning("negative-entity record to the DLQ: %s", exc)
-            metrics.dead_letter(str(exc), agent="alert")
-            return None
-        return await self._retrying_db(self._evaluate, mention)
+
+        await retry_outages(send, "sending a dead letter")
+        metrics.dead_letter(reason, agent="alert")
 
     async def _evaluate(self, mention: NegativeMention) -> dict[str, Any] | None:
         start, end = window_for(self.policy, mention.created_at)
@@ -153,21 +174,6 @@ class AlertWorker:
         log.info("alert %s (%s): %s", alert_id, written.generator, decision.reason)
         return alert
 
-    async def _retrying_db(self, step: Callable[[NegativeMention], Awaitable[_Alert]],
-                           mention: NegativeMention) -> _Alert:
-        """Run ``step`` until the database answers: an outage pauses alerts, loses none."""
-        delay = 0.5
-        while True:
-            try:
-                return await step(mention)
-            except (OperationalError, InterfaceError, OSError) as exc:
-                # Connection-level trouble only; anything else is a bug, and retrying it
-                # forever would stall the stream silently.
-                log.warning("alert database access failed (%s); retrying in %.1fs",
-                            str(exc).splitlines()[0], delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _DB_RETRY_MAX_S)
-
 
 def register_alert_agent(app: faust.App, settings: Settings, topics: Topics) -> None:
     """Add the alert agent to ``app`` (consumes the negative-entity topic)."""
@@ -181,23 +187,30 @@ def register_alert_agent(app: faust.App, settings: Settings, topics: Topics) -> 
         worker = AlertWorker(settings, topics, engine, ChatClient.from_settings(settings))
         metrics.watch_llm(worker.client)
         webhook = AlertWebhook.from_settings(settings)  # delivery off the agent's path
+
+        async def handle(event: EventT) -> None:
+            alert = await worker.handle(event.message)
+            event.message.ack(app.consumer)  # only after the commit, see the docstring
+            if alert is not None:
+                metrics.alert_fired(alert)
+                if webhook is not None:
+                    webhook.offer(alert)  # never waits: a bounded queue
+
+        lanes: KeyedLanes[EventT] = KeyedLanes(handle, max_pending=_MAX_PENDING)
         try:
             async for event in stream.events():
-                event.message.incref()  # acked only after the commit, see the docstring
+                event.message.incref()
                 try:
-                    alert = await worker.handle(event.message)
+                    await lanes.submit(event.message.key, event)
                 except Exception as exc:
-                    # Stop the worker (exit status 1) rather than leave a dead agent in a
-                    # live process: the message is not acknowledged and comes again.
+                    # Only a dead letter that cannot be sent gets here. Stop the worker
+                    # (exit status 1) rather than leave a dead agent in a live process: the
+                    # message is not acknowledged and comes again.
                     log.exception("alert agent failed; stopping the worker")
-                    await app.crash(exc)
+                    await crash_worker(app, exc)
                     raise
-                event.message.ack(app.consumer)
-                if alert is not None:
-                    metrics.alert_fired(alert)
-                    if webhook is not None:
-                        webhook.offer(alert)  # never waits: a bounded queue
         finally:
+            await lanes.close()
             if webhook is not None:
                 await webhook.close()
             if worker.client is not None:

@@ -4,26 +4,28 @@ Window: sliding, event time. A negative mention of entity key K at time t (the t
 ``created_at``, or its ingest time) looks at the window ``(t - window_s, t]``; K fires when, in
 that window,
 
-- at least ``alert_min_negative`` of K's mentions are negative (1 = every negative mention
-  fires, as the seed notebooks did), and
-- negative mentions are at least ``alert_min_negative_share`` of ALL of K's mentions, and
+- at least ``alert_min_negative`` distinct tweets mention K negatively (1 = every negative
+  mention fires, as the seed notebooks did), and
+- those are at least ``alert_min_negative_share`` of ALL tweets mentioning K, and
 - no earlier alert of K has its window end within ``alert_cooldown_s`` of t (the cooldown;
   0 disables it).
 
 Counting all mentions, not only negatives, is why the counts come from the ``entity_mentions``
 table the analyze agent writes (one indexed range query on ``(entity_key, created_at)``): the
-negative-entity topic carries negatives only. The analyze agent commits a tweet's rows before
-it publishes its negative mentions, so every mention this worker sees is already countable.
+negative-entity topic carries negatives only. The analyze agent publishes a tweet's negative
+mentions inside the transaction that stores its rows and commits once the broker has
+acknowledged them, so a mention can arrive a moment before its rows are visible here: the
+triggering mention therefore always counts (see :func:`window_stats`).
 
 All state lives in Postgres (the ``alerts`` table is the cooldown memory and the dedup index),
 so a restarted worker decides exactly as the old one would have. ``alert_id`` is deterministic,
-``<entity_key>:<window start ms>-<window end ms>``: a redelivered mention maps to the same id,
+a hash of the entity key and the window bounds: a redelivered mention maps to the same id,
 which is looked up before any LLM call and inserted with ``ON CONFLICT DO NOTHING``.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +33,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stream.records import WIRE_VERSION, parse_created_at
+from stream.records import (
+    MAX_ID_CHARS,
+    WIRE_VERSION,
+    load_json,
+    parse_created_at,
+    short_repr,
+)
 from stream.settings import Settings
 from stream.storage import Alert, EntityMention, Tweet, insert_ignore
 
@@ -97,27 +105,35 @@ class Decision:
     reason: str
 
 
+_NEGATIVE_FIELD_CHARS = {"tweet_id": MAX_ID_CHARS, "entity": 2000, "entity_key": 2000,
+                         "type": 32, "text": 20_000, "created_at": 64}
+
+
 def parse_negative_record(raw: bytes | None) -> NegativeMention:
     """Validate one negative-entity message; raises :class:`InvalidNegativeRecord`."""
     if not raw:
         raise InvalidNegativeRecord("empty message")
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = load_json(raw)
+    except ValueError as exc:
         raise InvalidNegativeRecord(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidNegativeRecord(f"expected a JSON object, got {type(doc).__name__}")
-    if doc.get("v", WIRE_VERSION) != WIRE_VERSION:
-        raise InvalidNegativeRecord(f"unsupported record version {doc.get('v')!r}")
+    version = doc.get("v", WIRE_VERSION)
+    if type(version) is not int or version != WIRE_VERSION:
+        raise InvalidNegativeRecord(f"unsupported record version {short_repr(version)}")
     fields: dict[str, str] = {}
-    for name in ("tweet_id", "entity", "entity_key", "type", "text", "created_at"):
+    for name, limit in _NEGATIVE_FIELD_CHARS.items():
         value = doc.get(name)
         if not isinstance(value, str) or not value:
             raise InvalidNegativeRecord(f"field {name!r} missing or not a non-empty string")
+        if len(value) > limit:
+            raise InvalidNegativeRecord(f"field {name!r} is longer than {limit} characters")
         fields[name] = value
     score = doc.get("score", 1.0)
-    if isinstance(score, bool) or not isinstance(score, int | float):
-        raise InvalidNegativeRecord("field 'score' is not a number")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not (
+            0.0 <= score <= 1.0):
+        raise InvalidNegativeRecord("field 'score' is not a number between 0 and 1")
     try:
         created_at = parse_created_at(fields["created_at"])
     except ValueError as exc:
@@ -130,7 +146,7 @@ def parse_negative_record(raw: bytes | None) -> NegativeMention:
         type=fields["type"],
         score=float(score),
         text=fields["text"],
-        created_at=created_at.astimezone(UTC),
+        created_at=created_at,
     )
 
 
@@ -140,10 +156,11 @@ def window_for(policy: AlertPolicy, at: datetime) -> tuple[datetime, datetime]:
 
 
 def alert_id_for(entity_key: str, window_start: datetime, window_end: datetime) -> str:
-    """Deterministic alert key: entity key + window (millisecond epoch bounds)."""
+    """Deterministic alert key of entity key + window (millisecond epoch bounds): 32 hex
+    characters whatever the entity's surface form, so any key fits the ``alerts`` table."""
     start_ms = round(window_start.timestamp() * 1000)
     end_ms = round(window_end.timestamp() * 1000)
-    return f"{entity_key}:{start_ms}-{end_ms}"
+    return hashlib.sha256(f"{entity_key}\n{start_ms}-{end_ms}".encode()).hexdigest()[:32]
 
 
 def decide(policy: AlertPolicy, stats: WindowStats) -> Decision:
@@ -182,8 +199,11 @@ async def window_stats(conn: AsyncConnection, policy: AlertPolicy,
                         em.c.created_at <= end)
     is_negative = sa.and_(em.c.sentiment == "negative",
                           em.c.p_negative >= policy.negative_threshold)
+    # Distinct tweets, not mention rows: a tweet naming an entity ten times is one voice.
+    tweets = sa.distinct(em.c.tweet_id)
     counts = (await conn.execute(
-        sa.select(sa.func.count(), sa.func.count().filter(is_negative)).where(in_window)
+        sa.select(sa.func.count(tweets), sa.func.count(tweets).filter(is_negative))
+        .where(in_window)
     )).one()
     total, negatives = int(counts[0]), int(counts[1])
     rows = (await conn.execute(

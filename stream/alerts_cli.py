@@ -118,7 +118,8 @@ def alerts_command(follow_: bool, from_beginning: bool, limit: int, max_alerts: 
                    as_json: bool) -> None:
     """Print alerts: the last stored ones (alerts table), then, with --follow, new ones from
     the alerts topic as they arrive."""
-    from stream.cli import _safe_url, load_settings, run_async
+    from stream.cli import load_settings, run_async
+    from stream.settings import safe_url
 
     settings = load_settings()
     if from_beginning and not follow_:
@@ -126,7 +127,7 @@ def alerts_command(follow_: bool, from_beginning: bool, limit: int, max_alerts: 
     if max_alerts is not None and not follow_:
         raise click.UsageError("--max-alerts needs --follow")
     if limit and not (follow_ and from_beginning):
-        rows = run_async(f"cannot read alerts from {_safe_url(settings.database_url)}",
+        rows = run_async(f"cannot read alerts from {safe_url(settings.database_url)}",
                          lambda: stored(settings, limit))
         for alert in rows:
             emit(alert, as_json)

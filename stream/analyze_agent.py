@@ -29,15 +29,16 @@ from typing import IO, TYPE_CHECKING, Any
 import faust
 from faust.types import EventT, StreamT
 from faust.types.tuples import Message
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stream import metrics
+from stream.faults import failure_reason, retry_outages
 from stream.inference import Analyzer
 from stream.predictions import TweetPrediction
 from stream.records import (
     InvalidTweet,
     TweetIn,
+    check_time,
     dead_letter_record,
     encode,
     is_negative,
@@ -46,13 +47,13 @@ from stream.records import (
 )
 from stream.settings import Settings
 from stream.storage import create_engine, store_batch
+from stream.worker_guard import crash_worker
 
 if TYPE_CHECKING:
     from stream.app import Topics
 
 log = logging.getLogger(__name__)
 
-_DB_RETRY_MAX_S = 30.0
 _STATS_EVERY_S = 10.0
 
 
@@ -148,8 +149,7 @@ class BatchProcessor:
             seen.add(tweet.id)
             good.append(tweet)
             sources.append(message)
-            created.append((tweet.created_at or _message_time(message.timestamp, now))
-                           .astimezone(UTC))
+            created.append(tweet.created_at or _message_time(message.timestamp, now))
         parsed = time.perf_counter()
 
         predictions: list[TweetPrediction | None] = []
@@ -209,59 +209,96 @@ class BatchProcessor:
                       created: Sequence[datetime], tweets: list[dict[str, Any]],
                       mentions: list[dict[str, Any]],
                       sends: list[asyncio.Future[Any]]) -> CommitResult:
-        """One transaction; retried with backoff while the database is unreachable, so a
-        database outage pauses the stream instead of losing or skipping messages."""
-        delay = 0.5
-        while True:
-            try:
-                began = time.perf_counter()
-                kafka_s = 0.0
-                async with self.engine.begin() as conn:
-                    new_ids = await store_batch(conn, tweets, mentions)
-                    publishing = time.perf_counter()
-                    negatives = await self._publish_negatives(good, predictions, created,
-                                                              new_ids)
-                    # Delivery confirmed before the commit: a crash in between re-sends
-                    # (at-least-once) rather than loses.
-                    await asyncio.gather(*sends, *negatives)
-                    kafka_s = time.perf_counter() - publishing
-                break
-            except (OperationalError, InterfaceError, OSError) as exc:
-                # Connection-level trouble only; anything else is a bug, and retrying it
-                # forever would stall the stream silently.
-                log.warning("database write failed (%s); retrying in %.1fs",
-                            str(exc).splitlines()[0], delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _DB_RETRY_MAX_S)
+        """One transaction, retried with backoff while the database or the broker is
+        unreachable, so an outage pauses the stream instead of losing or skipping messages.
+        Anything else propagates to the poison rule (:meth:`process_or_dead_letter`)."""
+        timings = {"began": 0.0, "kafka_s": 0.0}
+
+        async def attempt() -> tuple[set[str], list[asyncio.Future[Any]]]:
+            timings["began"] = time.perf_counter()
+            timings["kafka_s"] = 0.0
+            async with self.engine.begin() as conn:
+                new_ids = await store_batch(conn, tweets, mentions)
+                publishing = time.perf_counter()
+                negatives = await self._publish_negatives(good, predictions, created, new_ids)
+                # Delivery confirmed before the commit: a crash in between re-sends
+                # (at-least-once) rather than loses.
+                await asyncio.gather(*sends, *negatives)
+                timings["kafka_s"] = time.perf_counter() - publishing
+            return new_ids, negatives
+
+        new_ids, negatives = await retry_outages(attempt, "storing a batch")
         self.stats.stored += len(new_ids)
         self.stats.duplicates += len(tweets) - len(new_ids)
         self.stats.negative += len(negatives)
         return CommitResult(stored=len(new_ids), negatives=len(negatives),
-                            db_s=time.perf_counter() - began - kafka_s, kafka_s=kafka_s)
+                            db_s=time.perf_counter() - timings["began"] - timings["kafka_s"],
+                            kafka_s=timings["kafka_s"])
 
     async def _publish_negatives(self, good: Sequence[TweetIn],
                                  predictions: Sequence[TweetPrediction],
                                  created: Sequence[datetime],
                                  new_ids: set[str]) -> list[asyncio.Future[Any]]:
+        """One record per newly stored tweet and negatively mentioned entity: a tweet that
+        names an entity ten times is one complaint, not ten."""
         futures: list[asyncio.Future[Any]] = []
         threshold = self.settings.negative_threshold
         for tweet, pred, created_at in zip(good, predictions, created, strict=True):
             if tweet.id not in new_ids:
                 continue  # stored, and its mentions published, by an earlier delivery
+            published: set[str] = set()
             for mention in pred.mentions:
-                if is_negative(mention, threshold):
+                if is_negative(mention, threshold) and mention.entity_key not in published:
+                    published.add(mention.entity_key)
                     record = negative_entity_record(tweet, pred, mention, created_at)
                     futures.append(await self.topics.negative.send(
                         key=mention.entity_key.encode("utf-8"), value=encode(record),
                         force=True))
         return futures
 
+    async def process_or_dead_letter(self, events: Sequence[EventT]) -> None:
+        """:meth:`process`, with the poison-message rule: when a batch fails for a reason
+        other than an outage, its messages are tried one by one, and each one that fails on
+        its own goes to the dead-letter topic with the exception as the reason. The stream
+        never stops for a message. (A message the batch attempt had already rejected may
+        reach the dead-letter topic twice: at-least-once, like every topic here.)"""
+        try:
+            await self.process(events)
+            return
+        except Exception as exc:
+            if len(events) == 1:
+                await self._dead_letter_failed(events[0].message, exc)
+                return
+            log.warning("batch of %d failed (%s); retrying message by message",
+                        len(events), failure_reason(exc))
+        for event in events:
+            try:
+                await self.process([event])
+            except Exception as exc:
+                await self._dead_letter_failed(event.message, exc)
+
+    async def _dead_letter_failed(self, message: Message, exc: BaseException) -> None:
+        reason = failure_reason(exc)
+        log.error("message %s[%d]@%d to the DLQ: %s", message.topic, message.partition,
+                  message.offset, reason, exc_info=exc)
+        now = datetime.now(UTC)
+
+        async def send() -> None:
+            await (await self._dead_letter(message, reason, now))
+
+        await retry_outages(send, "sending a dead letter")
+        self.stats.rejected += 1
+
 
 def _message_time(timestamp: float | None, fallback: datetime) -> datetime:
-    """Kafka's message timestamp (seconds) when the tweet carries no ``created_at``."""
+    """Kafka's message timestamp (seconds) when the tweet carries no ``created_at``; the
+    ingest time when the producer set none, or one outside the range the pipeline accepts."""
     if not timestamp or timestamp <= 0:
         return fallback
-    return datetime.fromtimestamp(timestamp, UTC)
+    try:
+        return check_time(datetime.fromtimestamp(timestamp, UTC), "timestamp")
+    except (InvalidTweet, OverflowError, OSError, ValueError):
+        return fallback
 
 
 def register_analyze_agent(app: faust.App, settings: Settings, topics: Topics) -> None:
@@ -280,12 +317,13 @@ def register_analyze_agent(app: faust.App, settings: Settings, topics: Topics) -
                 event.message.incref()  # see the module docstring
             started = time.perf_counter()
             try:
-                await processor.process(events)
+                await processor.process_or_dead_letter(events)
             except Exception as exc:
-                # Stop the worker (exit status 1) rather than leave a dead agent in a live
-                # process: the batch is not acknowledged and is redelivered after a restart.
+                # Only a dead letter that cannot be sent gets here. Stop the worker (exit
+                # status 1) rather than leave a dead agent in a live process: the batch is
+                # not acknowledged and is redelivered after a restart.
                 log.exception("analyze agent failed; stopping the worker")
-                await app.crash(exc)
+                await crash_worker(app, exc)
                 raise
             metrics.batch_committed(events, time.perf_counter() - started)
             for event in events:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from model_export.cli import eval_command, train_command
 from stream.alerts_cli import alerts_command
 from stream.bench.cli import bench_group
-from stream.settings import Settings, get_settings
+from stream.settings import Settings, get_settings, safe_url, unknown_variables
 from stream.web.cli import serve_command
 
 _EXPECTED_ERRORS = (OSError, ValueError, DBAPIError, RuntimeError)
@@ -96,6 +96,8 @@ def main() -> None:
     Kafka tweets -> joint NER + sentiment (ONNX) -> PostgreSQL history and negative-entity
     topic -> alerts. Configuration: environment variables, see `tweetwatch config`.
     """
+    for warning in unknown_variables():
+        click.echo(f"tweetwatch: warning: {warning}", err=True)
 
 
 # --- worker -------------------------------------------------------------------------------
@@ -108,18 +110,22 @@ def main() -> None:
               default="info", show_default=True)
 def worker(agents: tuple[str, ...], migrate: bool, loglevel: str) -> None:
     """Run the stream worker (Faust) until interrupted."""
-    import faust
-
-    from infra.migrate import upgrade
+    from infra.migrate import check_database, upgrade
     from stream.app import create_app
+    from stream.kafka_consumer import check_broker
+    from stream.worker_guard import run_worker
 
     settings = load_settings()
-    if migrate:
-        with user_errors(f"cannot migrate the database {_safe_url(settings.database_url)}"):
+    with user_errors(f"cannot use the database {safe_url(settings.database_url)}"):
+        if migrate:
             upgrade(settings.database_url)
+        else:
+            check_database(settings.database_url)
+    run_async(f"cannot reach the Kafka broker at {settings.kafka_bootstrap_servers}",
+              lambda: check_broker(settings.kafka_bootstrap_servers))
     with user_errors("cannot start the worker"):
         app = create_app(settings, list(agents) or None)
-    faust.Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+    run_worker(app, loglevel)
 
 
 # --- publish ------------------------------------------------------------------------------
@@ -143,12 +149,22 @@ def publish(source: Any, topic: str | None, rate: float) -> None:
     settings = load_settings()
     target = topic or settings.topic_tweets
     messages = messages_from_lines(read_lines(source))
+    skipped: list[int] = []
+
+    def skip(message: Any, reason: str) -> None:
+        skipped.append(message.line)
+        bar.write(f"tweetwatch: line {message.line} not sent: {reason}", file=sys.stderr)
+
     with tqdm(desc=f"publish -> {target}", unit="tweet", disable=None, file=sys.stderr) as bar:
         sent = run_async(
             f"cannot publish to {settings.kafka_bootstrap_servers}",
-            lambda: send(settings.kafka_bootstrap_servers, target, messages, rate, bar.update),
+            lambda: send(settings.kafka_bootstrap_servers, target, messages, rate, bar.update,
+                         on_skipped=skip),
         )
-    click.echo(f"published {sent} messages to {target}", err=True)
+    tail = f"; {len(skipped)} lines skipped (see above)" if skipped else ""
+    click.echo(f"published {sent} messages to {target}{tail}", err=True)
+    if skipped:
+        sys.exit(1)
 
 
 # --- analyze ------------------------------------------------------------------------------
@@ -176,7 +192,7 @@ def analyze(source: Any, as_json: bool) -> None:
 # --- history ------------------------------------------------------------------------------
 @main.command()
 @click.argument("entity")
-@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True,
+@click.option("--days", type=click.IntRange(min=1, max=36500), default=30, show_default=True,
               help="How many days back, today included.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 def history(entity: str, days: int, as_json: bool) -> None:
@@ -196,7 +212,7 @@ def history(entity: str, days: int, as_json: bool) -> None:
         finally:
             await engine.dispose()
 
-    rows = run_async(f"cannot read history from {_safe_url(settings.database_url)}", query)
+    rows = run_async(f"cannot read history from {safe_url(settings.database_url)}", query)
     if as_json:
         for row in rows:
             click.echo(json.dumps(row.as_json(), ensure_ascii=False))
@@ -294,11 +310,16 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
+    from alembic.util.exc import CommandError
+
     from infra.migrate import current_revision, upgrade
 
     settings = load_settings()
-    with user_errors(f"cannot migrate {_safe_url(settings.database_url)}"):
-        upgrade(settings.database_url, revision)
+    with user_errors(f"cannot migrate {safe_url(settings.database_url)}"):
+        try:
+            upgrade(settings.database_url, revision)
+        except CommandError as exc:
+            raise ValueError(str(exc)) from None
         click.echo(f"database at revision {current_revision(settings.database_url)}")
 
 
@@ -308,7 +329,7 @@ def db_current() -> None:
     from infra.migrate import current_revision
 
     settings = load_settings()
-    with user_errors(f"cannot read {_safe_url(settings.database_url)}"):
+    with user_errors(f"cannot read {safe_url(settings.database_url)}"):
         click.echo(current_revision(settings.database_url) or "none (not migrated)")
 
 
@@ -324,17 +345,6 @@ def config(markdown: bool) -> None:
         click.echo(settings_markdown())
     else:
         settings_table(settings)
-
-
-def _safe_url(url: str) -> str:
-    """A database URL with its password hidden, for error messages."""
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
 
 
 main.add_command(alerts_command)

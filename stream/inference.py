@@ -18,10 +18,14 @@ import numpy as np
 import onnxruntime as ort
 
 from stream.predictions import SENTIMENTS, Mention, TweetPrediction
-from stream.textproc import Vocab, entity_key, nameable, tokenize
+from stream.textproc import Vocab, entity_key, nameable, strip_invisible, tokenize
 
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 _FORBIDDEN = -1e4
+# Bounds on what one tweet can put in the store: a name longer than this is a tagging accident,
+# and a tweet that repeats a name a hundred times is still one tweet's worth of mentions.
+MAX_ENTITY_CHARS = 200
+MAX_MENTIONS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,10 +264,12 @@ class Analyzer:
         for text, tokens, analysis in zip(texts, tokenised, analyses, strict=True):
             mentions = []
             for start, end, kind in bio_spans(analysis.tags[serving]):
-                surface = text[tokens[start].start : tokens[end - 1].end]
+                surface = strip_invisible(text[tokens[start].start : tokens[end - 1].end])
                 key = entity_key(surface)
                 if not nameable(key):  # bare symbols, e.g. the lone '#' of '!@#$*'
                     continue
+                if len(surface) > MAX_ENTITY_CHARS or len(mentions) >= MAX_MENTIONS:
+                    continue  # a run-on span names nothing; a flood of spans is one tweet's noise
                 probs = span_sentiment(analysis.entity_sentiment_logits, start, end)
                 best = int(probs.argmax())
                 mentions.append(

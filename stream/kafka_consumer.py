@@ -1,4 +1,5 @@
-"""Faust's aiokafka transport with a configurable fetch wait for the worker's consumer.
+"""Kafka client glue: Faust's aiokafka transport with a configurable fetch wait for the
+worker's consumer, and the broker check the worker runs before it starts.
 
 Faust hard-codes ``fetch_max_wait_ms=1500`` for the worker consumer. Apache Kafka answers a
 fetch as soon as data arrives, so there the value only paces idle polling; librdkafka's mock
@@ -33,3 +34,19 @@ def transport_class(fetch_max_wait_ms: int) -> type[driver.Transport]:
         Consumer = WaitConsumer
 
     return Transport
+
+
+async def check_broker(bootstrap_servers: str, timeout_s: float = 15.0) -> None:
+    """Fetch the cluster's metadata once: a worker whose broker cannot be reached fails at
+    start with one line, instead of Faust's traceback (a broker lost later is waited out)."""
+    import asyncio
+
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+    except TimeoutError:
+        raise ConnectionError(f"no answer within {timeout_s:.0f} s") from None
+    finally:
+        await client.close()

@@ -120,6 +120,7 @@ class CircuitBreaker:
 
 
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 class ChatClient:
@@ -220,15 +221,17 @@ class ChatClient:
         try:
             async with asyncio.timeout(self.timeout_s):
                 async with session.post(self.url, json=payload, headers=self._headers) as resp:
-                    body = await resp.read()
                     status = resp.status
+                    if status != 200:
+                        # The body is never read nor logged: an error page may echo the
+                        # request's headers, the API key among them.
+                        raise LLMHTTPError(f"{self.url} answered HTTP {status} {resp.reason}",
+                                           status=status)
+                    body = await _read_capped(resp, MAX_ANSWER_BYTES)
         except TimeoutError as exc:
             raise LLMTimeout(f"no answer from {self.url} within {self.timeout_s:g} s") from exc
         except aiohttp.ClientError as exc:
-            raise LLMHTTPError(f"request to {self.url} failed: {exc}") from exc
-        if status != 200:
-            snippet = body[:200].decode("utf-8", "replace")
-            raise LLMHTTPError(f"{self.url} answered HTTP {status}: {snippet}", status=status)
+            raise LLMHTTPError(f"request to {self.url} failed: {type(exc).__name__}") from exc
         return _parse_completion(body, self.model)
 
     def _ensure_session(self) -> aiohttp.ClientSession:
@@ -250,13 +253,29 @@ def _retryable(exc: LLMError) -> bool:
     return False
 
 
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The response body, or :class:`LLMBadResponse` as soon as it passes ``limit`` bytes (an
+    alert needs a few hundred; a runaway endpoint must not fill the worker's memory)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise LLMBadResponse(f"answer of {resp.content_length} bytes is over {limit}")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise LLMBadResponse(f"answer is over {limit} bytes")
+    return bytes(body)
+
+
 def _parse_completion(body: bytes, default_model: str) -> Completion:
-    """Extract ``choices[0].message.content``; anything else is an :class:`LLMBadResponse`."""
+    """Extract ``choices[0].message.content``; anything else is an :class:`LLMBadResponse`
+    (whose message never quotes the body)."""
     try:
         data = json.loads(body)
         content = data["choices"][0]["message"]["content"]
+    except RecursionError as exc:
+        raise LLMBadResponse("not a chat completion: JSON nested too deeply") from exc
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise LLMBadResponse(f"not a chat completion: {body[:200]!r}") from exc
+        raise LLMBadResponse(f"not a chat completion ({type(exc).__name__})") from exc
     if not isinstance(content, str):
         raise LLMBadResponse("chat completion content is not a string")
     model = data.get("model") if isinstance(data, dict) else None

@@ -9,6 +9,7 @@ rather than counted twice. Names and meanings are listed in docs/metrics.md.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,7 @@ _REASON_CLASSES: Sequence[tuple[str, tuple[str, ...]]] = (
     ("model", ("analysis failed",)),
     ("encoding", ("utf-8", "nul character", "surrogate")),
     ("json", ("malformed json", "not json", "expected a json object", "empty message")),
-    ("too_long", ("longer than", "more than the limit")),
+    ("too_long", ("longer than", "more than the limit", "larger than the limit")),
     ("version", ("unsupported record version",)),
     ("schema", ("missing", "must be", "is empty", "iso-8601", "not a number", "field")),
 )
@@ -71,8 +72,14 @@ def _register(name: str, collector: Collector) -> None:
     _collectors[name] = collector
 
 
+_EXCEPTION_REASON = re.compile(r"^[A-Za-z_]\w*: ")  # stream.faults.failure_reason
+
+
 def reason_class(reason: str) -> str:
-    """A small, fixed set of label values for the free-text DLQ reasons."""
+    """A small, fixed set of label values for the free-text DLQ reasons: what was wrong with
+    the input, or ``processing`` for a message that made the worker fail (poison)."""
+    if _EXCEPTION_REASON.match(reason):
+        return "processing"
     text = reason.lower()
     for name, phrases in _REASON_CLASSES:
         if any(p in text for p in phrases):

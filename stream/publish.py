@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
 from stream.records import encode, tweet_record
 
@@ -36,6 +37,7 @@ class Outgoing:
 
     key: bytes | None
     value: bytes
+    line: int | None = None  # where it came from in the input, for messages about it
 
 
 def text_id(text: str) -> str:
@@ -43,7 +45,7 @@ def text_id(text: str) -> str:
     return "txt-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-def line_to_message(line: str) -> Outgoing | None:
+def line_to_message(line: str, number: int | None = None) -> Outgoing | None:
     """A message for one input line; None for a blank line.
 
     Lines that start with ``{`` are JSON records and are sent unchanged (keyed by their id
@@ -57,24 +59,24 @@ def line_to_message(line: str) -> Outgoing | None:
         try:
             doc = json.loads(stripped)
             if isinstance(doc, dict) and isinstance(doc.get("id"), str | int):
-                key = str(doc["id"]).encode("utf-8")
-        except json.JSONDecodeError:
+                key = str(doc["id"]).encode("utf-8")[:1024]
+        except (ValueError, RecursionError):
             pass  # the worker rejects it to the dead-letter topic with the reason
-        return Outgoing(key, stripped.encode("utf-8", "surrogateescape"))
+        return Outgoing(key, stripped.encode("utf-8", "surrogateescape"), number)
     try:
         stripped.encode("utf-8")
     except UnicodeEncodeError:
         # Undecodable bytes (read with surrogateescape) go out as they came; the worker
         # rejects them to the dead-letter topic as invalid UTF-8.
-        return Outgoing(None, stripped.encode("utf-8", "surrogateescape"))
+        return Outgoing(None, stripped.encode("utf-8", "surrogateescape"), number)
     tweet_id = text_id(stripped)
-    return Outgoing(tweet_id.encode("utf-8"), encode(tweet_record(tweet_id, stripped)))
+    return Outgoing(tweet_id.encode("utf-8"), encode(tweet_record(tweet_id, stripped)), number)
 
 
 def messages_from_lines(lines: Iterable[str]) -> Iterator[Outgoing]:
     """Messages for the non-blank lines, lazily (stdin can be endless)."""
-    for line in lines:
-        message = line_to_message(line)
+    for number, line in enumerate(lines, start=1):
+        message = line_to_message(line, number)
         if message is not None:
             yield message
 
@@ -123,9 +125,11 @@ async def _paced(messages: Iterable[Outgoing], rate: float) -> AsyncIterator[Out
 
 
 async def publish(bootstrap_servers: str, topic: str, messages: Iterable[Outgoing],
-                  rate: float = 0.0, on_sent: Callable[[int], None] | None = None) -> int:
+                  rate: float = 0.0, on_sent: Callable[[int], None] | None = None,
+                  on_skipped: Callable[[Outgoing, str], None] | None = None) -> int:
     """Send messages (at ``rate`` per second, 0 = as fast as possible); returns how many the
-    broker acknowledged."""
+    broker acknowledged. A message the producer refuses outright (larger than a request may
+    be) is reported to ``on_skipped`` with the reason, and the rest still go out."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
                                 linger_ms=5, max_batch_size=256 * 1024)
     try:
@@ -137,7 +141,13 @@ async def publish(bootstrap_servers: str, topic: str, messages: Iterable[Outgoin
     try:
         pending: list[asyncio.Future[object]] = []
         async for message in _paced(messages, rate):
-            pending.append(await producer.send(topic, message.value, key=message.key))
+            try:
+                pending.append(await producer.send(topic, message.value, key=message.key))
+            except MessageSizeTooLargeError as exc:
+                if on_skipped is None:
+                    raise
+                on_skipped(message, str(exc).strip().splitlines()[0])
+                continue
             if len(pending) >= 500:
                 await asyncio.gather(*pending)
                 sent += len(pending)

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from stream.history import DayCount
-from stream.settings import Settings
+from stream.settings import Settings, safe_url
 
 
 def _env_name(name: str) -> str:
@@ -50,6 +50,8 @@ def settings_table(settings: Settings, console: Console | None = None) -> None:
         value = getattr(settings, name)
         if "key" in name and value:
             value = "***"
+        elif name.endswith("_url") and value:
+            value = safe_url(str(value))
         table.add_row(_env_name(name), str(value), info.description or "")
     (console or Console()).print(table)
 

@@ -9,22 +9,40 @@ environment.
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import sqlalchemy as sa
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.exc import ArgumentError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = PACKAGE_DIR / "artifacts" / "model"
 DEFAULT_DATA_DIR = PACKAGE_DIR.parent.parent / "shared" / "data"
+ENV_PREFIX = "TWEETWATCH_"
+NOT_SETTINGS = frozenset({"TWEETWATCH_TEST_POSTGRES"})  # read by the test suite, not the product
+_MAX_WINDOW_S = 30 * 24 * 3600  # windows and cooldowns: at most 30 days (see records.MIN_TIME)
+# Database URL schemes people write, and the drivers tweetwatch runs them with.
+_DRIVER_FOR_SCHEME = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
 
 
 class Settings(BaseSettings):
     """Runtime configuration; see the README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="TWEETWATCH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- Kafka -----------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field(
@@ -62,8 +80,8 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "postgresql+psycopg://postgres@localhost:5432/tweetwatch",
         validation_alias=AliasChoices("TWEETWATCH_DATABASE_URL", "DATABASE_URL"),
-        description="SQLAlchemy URL: postgresql+psycopg://... or sqlite+aiosqlite:///file.db. "
-        "DATABASE_URL is accepted too.",
+        description="Database URL: postgresql://user:pass@host/db (also postgres:// or "
+        "postgresql+psycopg://) or sqlite:///file.db. DATABASE_URL is accepted too.",
     )
 
     # --- Model and micro-batching ----------------------------------------------------------
@@ -103,7 +121,9 @@ class Settings(BaseSettings):
     )
 
     # --- Alerts ----------------------------------------------------------------------------
-    alert_window_s: int = Field(300, ge=1, description="Alert window per entity, seconds.")
+    alert_window_s: int = Field(
+        300, ge=1, le=_MAX_WINDOW_S, description="Alert window per entity, seconds."
+    )
     alert_min_negative: int = Field(
         3, ge=1, description="Negative mentions in a window needed to fire (1 = every mention)."
     )
@@ -111,7 +131,7 @@ class Settings(BaseSettings):
         0.5, ge=0.0, le=1.0, description="Least negative share of an entity's mentions to fire."
     )
     alert_cooldown_s: int = Field(
-        900, ge=0, description="Quiet time per entity after an alert fired."
+        900, ge=0, le=_MAX_WINDOW_S, description="Quiet time per entity after an alert fired."
     )
     llm_base_url: str | None = Field(
         None,
@@ -173,10 +193,54 @@ class Settings(BaseSettings):
         # Faust wants kafka://host:port, aiokafka wants host:port; we store the bare form.
         return ",".join(part.removeprefix("kafka://").strip() for part in value.split(","))
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        return database_url(value)
+
     @property
     def model_path(self) -> Path:
         name = "model.int8.onnx" if self.model_variant == "int8" else "model.onnx"
         return self.model_dir / name
+
+
+def database_url(value: str) -> str:
+    """``value`` with the driver tweetwatch uses (psycopg 3 async, aiosqlite); plain
+    ``postgres://``, ``postgresql://`` and ``sqlite:///`` URLs are accepted, as most tools do."""
+    try:
+        url = sa.make_url(value)
+    except ArgumentError:
+        raise ValueError("not a database URL (expected postgresql://user:pass@host:5432/db "
+                         "or sqlite:///path/file.db)") from None
+    driver = _DRIVER_FOR_SCHEME.get(url.drivername)
+    if driver is None:
+        raise ValueError(f"unsupported database {url.drivername!r} (use postgresql:// or "
+                         "sqlite:///)")
+    return url.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def safe_url(url: str) -> str:
+    """A URL with its password hidden, for messages and ``tweetwatch config``."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``TWEETWATCH_*`` variable that names no setting (a typo such as
+    ``TWEETWATCH_ALERT_WINDOWS_S`` would otherwise be ignored in silence)."""
+    environ = os.environ if environ is None else environ
+    known = sorted(name.upper() for name in Settings.model_fields)
+    warnings = []
+    for name in sorted(environ):
+        suffix = name.removeprefix(ENV_PREFIX)
+        if suffix == name or suffix in known or name in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(suffix, known, n=1, cutoff=0.75)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        warnings.append(f"unknown setting {name} is ignored{hint}")
+    return warnings
 
 
 @lru_cache(maxsize=1)

@@ -33,13 +33,19 @@ _EMOJI = (
     r"[\uFE0F\U0001F3FB-\U0001F3FF]*(?:\u200D[\U0001F000-\U0001FAFF\u2600-\u27BF][\uFE0F]*)*)"
 )
 _NUMBER = r"\d+(?:[.,:/]\d+)*(?:st|nd|rd|th|s|am|pm|k|m)?"
-_WORD = r"[^\W\d_](?:[^\W_]|['’.&-](?=[^\W_]))*|_+"
+# Zero-width and bidi control characters (format characters a reader never sees): inside a word
+# they must not split it (``Micro\u2060soft`` is one word), and alone they are no token at all.
+_INVISIBLE_CLASS = "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
+_WORD = (r"[^\W\d_](?:[^\W_]|" + _INVISIBLE_CLASS
+         + r"+(?=[^\W_])|['’.&-](?=[^\W_]))*|_+")
 _EMOTICON = r"[:;=8][\-o*']?[)\](\[dDpP/:}{@|\\]|<3"
 _PUNCT = r"[^\s\w]+?"
 _TOKEN_RE = re.compile(
-    "|".join([_URL, _EMAIL, _MENTION, _HASHTAG, _EMOJI, _EMOTICON, _NUMBER, _WORD, _PUNCT]),
+    "|".join([_URL, _EMAIL, _MENTION, _HASHTAG, _EMOJI, _EMOTICON, _NUMBER, _WORD,
+              _INVISIBLE_CLASS + "+", _PUNCT]),
     re.UNICODE,
 )
+INVISIBLE = re.compile(_INVISIBLE_CLASS + "+")
 _ELONGATION = re.compile(r"(.)\1{2,}")
 _DIGIT = re.compile(r"\d")
 _URL_FULL = re.compile(_URL + r"$")
@@ -58,7 +64,14 @@ class Token:
 
 def tokenize(text: str) -> list[Token]:
     """Split a tweet into tokens: URLs, @mentions, #hashtags, emoji and emoticons stay whole."""
-    return [Token(m.group(), m.start(), m.end()) for m in _TOKEN_RE.finditer(text)]
+    return [Token(m.group(), m.start(), m.end()) for m in _TOKEN_RE.finditer(text)
+            if not INVISIBLE.fullmatch(m.group())]
+
+
+def strip_invisible(text: str) -> str:
+    """``text`` without zero-width and bidi control characters: ``Trump\u200b`` and ``Trump``
+    are one name to a reader, so they must be one name in the store."""
+    return INVISIBLE.sub("", text)
 
 
 def normalize(token: str) -> str:
@@ -68,7 +81,7 @@ def normalize(token: str) -> str:
     """
     if _URL_FULL.match(token):
         return URL_TOKEN
-    token = unicodedata.normalize("NFKC", token).lower()
+    token = unicodedata.normalize("NFKC", strip_invisible(token)).lower()
     token = _ELONGATION.sub(r"\1\1", token)
     return _DIGIT.sub("0", token)
 
@@ -77,7 +90,7 @@ def entity_key(surface: str) -> str:
     """The key under which mentions of one entity meet: ``@Microsoft``, ``#microsoft``,
     ``Microsoft's`` and ``MICROSOFT`` all give ``microsoft``; ``Bank of America`` and
     ``#BankOfAmerica`` both give ``bankofamerica``."""
-    text = unicodedata.normalize("NFKC", surface).strip().casefold()
+    text = unicodedata.normalize("NFKC", strip_invisible(surface)).strip().casefold()
     text = _POSSESSIVE.sub("", text.lstrip("@#"))
     key = _ENTITY_KEY_DROP.sub("", text)
     return key or text

@@ -63,7 +63,12 @@ def test_cooldown_is_symmetric_and_zero_disables_it():
 def test_window_and_alert_id_are_deterministic():
     start, end = window_for(POLICY, T0)
     assert (start, end) == (T0 - timedelta(minutes=5), T0)
-    assert alert_id_for("verizon", start, end) == "verizon:1795262100000-1795262400000"
+    alert_id = alert_id_for("verizon", start, end)
+    assert len(alert_id) == 32 and int(alert_id, 16) >= 0
+    # Fixed length whatever the key: a 400-character hashtag once overflowed the column.
+    assert len(alert_id_for("verizon" * 60, start, end)) == 32
+    assert alert_id_for("verizon", start, end + timedelta(milliseconds=1)) != alert_id
+    assert alert_id_for("verizonx", start, end) != alert_id
     assert alert_id_for("verizon", start, end) == alert_id_for("verizon", *window_for(POLICY, T0))
 
 

@@ -193,3 +193,30 @@ def test_from_settings_without_endpoint_is_none():
     )
     assert client is not None
     assert client.url == "http://llm:8000/v1/chat/completions" and client.retries == 5
+
+
+@pytest.mark.parametrize("mode", ["nested", "huge"])
+async def test_hostile_bodies_are_bad_responses_read_within_a_cap(server, mode):
+    """JSON nested 100,000 deep must not raise RecursionError, and a 3 MiB answer is cut off
+    at the cap instead of being read whole."""
+    server.mode = mode
+    client = make_client(server, retries=0)
+    try:
+        with pytest.raises(LLMBadResponse) as caught:
+            await client.complete(PROMPT)
+    finally:
+        await client.close()
+    assert "nested too deeply" in str(caught.value) or "over" in str(caught.value)
+
+
+async def test_error_bodies_never_reach_the_message(server):
+    """A 500 page that echoes the request headers must not put the API key in any log line."""
+    server.mode = "leak"
+    client = make_client(server, api_key="sk-secret-123", retries=0)
+    try:
+        with pytest.raises(LLMHTTPError) as caught:
+            await client.complete(PROMPT)
+    finally:
+        await client.close()
+    assert server.authorizations == ["Bearer sk-secret-123"]
+    assert "sk-secret" not in str(caught.value) and "500" in str(caught.value)

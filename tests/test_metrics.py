@@ -44,6 +44,9 @@ REPEATED = 20
     ("field 'created_at' is not ISO-8601: 'last tuesday'", "schema"),
     ("unsupported record version 7 (expected 1)", "version"),
     ("analysis failed (model error, see the worker log)", "model"),
+    ("message of 2000000 bytes is larger than the limit of 1000000", "too_long"),
+    ("field 'created_at' 1900-01-01T00:00:00+00:00 is outside the accepted range", "schema"),
+    ("ZeroDivisionError: division by zero", "processing"),
     ("something new", "other"),
 ])
 def test_reason_classes(reason: str, expected: str) -> None:

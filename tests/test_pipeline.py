@@ -142,8 +142,9 @@ def _check_against_model(settings: Settings, texts: dict[str, str], url: str) ->
 
 
 def _expected_negatives(mentions: list[tuple], threshold: float) -> Counter:
-    return Counter((m[0], m[3]) for m in mentions
-                   if m[5] == "negative" and m[6] >= threshold)
+    """One record per tweet and negatively mentioned entity (a repeated name is one voice)."""
+    return Counter({(m[0], m[3]) for m in mentions
+                    if m[5] == "negative" and m[6] >= threshold})
 
 
 def test_real_tweets_end_to_end_with_bad_input(topic_settings: Settings, tmp_path: Path) -> None:
@@ -293,7 +294,7 @@ def test_stop_during_database_outage_loses_nothing(topic_settings: Settings,
     time.sleep(3.0)  # the worker now retries a batch it cannot commit
     assert first.alive()
     first.stop()
-    assert "database write failed" in first.log_path.read_text()
+    assert "storing a batch failed" in first.log_path.read_text()
     scratch_database.allow_connections(True)
     assert asyncio.run(_count(url, ids)) < len(ids), "the worker finished before the outage"
     second = WorkerProcess(settings, tmp_path / "worker2.log", agents=["analyze"]).start()

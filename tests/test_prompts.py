@@ -278,3 +278,31 @@ async def test_open_breaker_sends_alerts_out_at_once_with_the_template(server):
     assert first.generator == second.generator == "template"
     assert "LLMTimeout" in first.fallback_reason and "LLMUnavailable" in second.fallback_reason
     assert elapsed < 0.05 and len(server.requests) == 1
+
+
+async def test_injected_orders_and_invented_claims_fall_back_to_the_template():
+    """Well-formed answers whose content the tweets do not support go out as the template."""
+    from datetime import UTC, datetime, timedelta
+
+    from llm_server import LLMServer
+
+    from stream.llm import ChatClient
+    from stream.prompts import AlertContext, write_alert
+
+    end = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    ctx = AlertContext(entity="Obama", entity_key="obama", type="person",
+                       window_start=end - timedelta(minutes=5), window_end=end,
+                       negative_mentions=4, mentions=5,
+                       tweets=("Obama is a disaster", "obama lied again"))
+    server = await LLMServer(mode="override").start()
+    client = ChatClient(server.base_url, "m", retries=0)
+    try:
+        written = await write_alert(client, ctx)
+        server.mode = "good"
+        honest = await write_alert(client, ctx)
+    finally:
+        await client.close()
+        await server.stop()
+    assert written.generator == "template" and "SYSTEM" not in written.text
+    assert "instruction-like word" in (written.fallback_reason or "")
+    assert honest.generator == "llm"

@@ -44,6 +44,21 @@ def _raw(doc: object) -> bytes:
         (_raw({"id": "1", "text": "a\u0000b"}), "contains a NUL character"),
         (b'{"id": "1", "text": "lone \\ud800 surrogate"}', "unpaired UTF-16 surrogate"),
         (_raw({"v": 2, "id": "1", "text": "hi"}), "unsupported record version 2"),
+        # Inputs that once passed validation and then crashed the worker in a later stage.
+        (_raw({"id": "ts-1", "text": "Delta Airlines lost my bag",
+               "created_at": "0001-01-01T00:00:00+01:00"}), "outside the accepted range"),
+        (_raw({"id": "ts-2", "text": "hi", "created_at": "0001-01-01T00:00:00"}),
+         "outside the accepted range"),
+        (_raw({"id": "ts-3", "text": "hi", "created_at": "9999-12-31T23:59:59-14:00"}),
+         "outside the accepted range"),
+        (_raw({"id": "ts-4", "text": "hi", "created_at": "9999-12-31T23:58:00+00:00"}),
+         "outside the accepted range"),
+        (b'{"id": "deep", "text": "hi", "extra": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+         "malformed JSON: nested too deeply"),
+        (b'{"id": ' + b"7" * 5001 + b', "text": "hi"}', "malformed JSON: Exceeds the limit"),
+        (_raw({"id": "big", "text": "x" * 1_000_000}), "larger than the limit"),
+        (_raw({"id": 2**200, "text": "hi"}), "outside 0..2^128"),
+        (_raw({"v": [[1]], "id": "1", "text": "hi"}), "unsupported record version list"),
     ],
 )
 def test_bad_input_is_rejected_with_a_reason(raw: bytes | None, reason: str) -> None:
@@ -67,7 +82,7 @@ def test_numeric_ids_and_offsets_are_accepted() -> None:
     tweet = parse_tweet(_raw({"id": 1234567890123, "text": "hi",
                               "created_at": "2024-03-01T10:00:00+02:00"}), LIMIT)
     assert tweet.id == "1234567890123"
-    assert tweet.created_at.utcoffset().total_seconds() == 7200
+    assert tweet.created_at == datetime(2024, 3, 1, 8, tzinfo=UTC)  # stored in UTC
 
 
 def test_text_at_the_limit_is_accepted() -> None:
