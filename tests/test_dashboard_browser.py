@@ -177,6 +177,12 @@ def test_dashboard_over_a_real_pipeline_run(topic_settings: Settings,
         page.wait_for_selector(f'#feed li[data-alert-id="{alert_id}"]', timeout=15_000)
         assert page.evaluate("window.__sameDocument") is True
         page.screenshot(path=str(tmp_path / "dashboard-feed.png"))
+
+        # The link a delivered alert carries opens the dashboard on that entity's tweets.
+        page.goto(f"{server.url}/#entity={key}")
+        page.wait_for_selector(f"{card}.focus", timeout=30_000)
+        page.wait_for_function("n => document.querySelectorAll('#detail li[data-tweet-id]')"
+                               ".length === n", arg=min(len(times), 100), timeout=10_000)
         browser.close()
 
     assert problems == []

@@ -45,7 +45,19 @@ function chooseBucket(entities) {
   return "day";
 }
 
-function drawChart(history, bucket) {
+// One time axis for every chart, so that the cards can be compared at a glance.
+function sharedDomain(histories, bucket) {
+  const step = BUCKET_MS[bucket];
+  const times = histories.flatMap((h) => [
+    ...h.points.map((p) => Date.parse(p.start)),
+    ...h.alerts.map((a) => Date.parse(a.window_end))]);
+  if (!times.length) return null;
+  const x1 = Math.max(...times) + step;
+  // At least MIN_BUCKETS wide, so that a lone bucket is a bar and not the whole chart.
+  return [Math.min(...times, x1 - MIN_BUCKETS * step), x1];
+}
+
+function drawChart(history, bucket, domain) {
   const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, class: "chart",
                               "data-points": history.points.length });
   const pts = history.points;
@@ -56,10 +68,7 @@ function drawChart(history, bucket) {
   }
   const step = BUCKET_MS[bucket];
   const times = pts.map((p) => Date.parse(p.start));
-  const alertTimes = history.alerts.map((a) => Date.parse(a.window_end));
-  const x1 = Math.max(times[times.length - 1], ...alertTimes) + step;
-  // At least MIN_BUCKETS wide, so that a lone bucket is a bar and not the whole chart.
-  const x0 = Math.min(times[0], ...alertTimes, x1 - MIN_BUCKETS * step);
+  const [x0, x1] = domain;
   const maxN = Math.max(...pts.map((p) => p.mentions));
   const iw = W - PAD.l - PAD.r, ih = H - PAD.t - PAD.b;
   const x = (t) => PAD.l + ((t - x0) / (x1 - x0)) * iw;
@@ -142,16 +151,29 @@ async function loadEntities() {
       box.append(el("p", { class: "muted" }, `No entity mentioned in the last ${hours} h.`));
     }
     const cards = data.entities.map((e) => { const c = entityCard(e); box.append(c); return c; });
-    await Promise.all(data.entities.map(async (e, i) => {
-      const hist = await getJSON(`/api/entities/${encodeURIComponent(e.entity_key)}` +
-                                 `/history?bucket=${bucket}&days=${days}`);
-      cards[i].append(drawChart(hist, bucket));
-    }));
+    const histories = await Promise.all(data.entities.map((e) => getJSON(
+      `/api/entities/${encodeURIComponent(e.entity_key)}/history?bucket=${bucket}&days=${days}`)));
+    const domain = sharedDomain(histories, bucket);
+    histories.forEach((hist, i) => cards[i].append(drawChart(hist, bucket, domain)));
+    focusFromHash(histories);
     $("status").textContent = `${data.entities.length} entities · ${bucket} buckets · ` +
       `updated ${new Date().toLocaleTimeString()}`;
     document.body.dataset.loaded = "true";
   } catch (err) {
     $("status").textContent = "error: " + err.message;
+  }
+}
+
+// #entity=KEY (the link in delivered alerts): scroll to that entity and list its mentions.
+function focusFromHash(histories) {
+  const match = /^#entity=(.+)$/.exec(location.hash);
+  if (!match) return;
+  const key = decodeURIComponent(match[1]);
+  const card = document.querySelector(`article[data-entity-key="${CSS.escape(key)}"]`);
+  const hist = histories.find((h) => h.entity_key === key);
+  if (card) { card.classList.add("focus"); card.scrollIntoView(); }
+  if (hist && hist.points.length) {
+    showMentions(hist, hist.since, hist.until);
   }
 }
 
@@ -218,5 +240,6 @@ async function startFeed() {
 
 $("hours").addEventListener("change", loadEntities);
 $("bucket").addEventListener("change", loadEntities);
+window.addEventListener("hashchange", loadEntities);
 loadEntities();
 startFeed();
