@@ -37,6 +37,12 @@ def entity_link(dashboard_url: str, entity_key: str) -> str:
     return f"{dashboard_url.rstrip('/')}/#entity={quote(entity_key, safe='')}"
 
 
+def slack_escape(text: str) -> str:
+    """Slack's escaping of ``&``, ``<`` and ``>``: a tweet quoted in an alert cannot turn into
+    a link or a mention (``<!channel>``) in the team's channel."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_payload(alert: dict[str, Any], dashboard_url: str) -> dict[str, Any]:
     """Slack-compatible JSON: ``text`` (the notification and fallback) plus Block Kit blocks
     with the entity, why it fired, the window and a link to the dashboard."""
@@ -52,20 +58,20 @@ def slack_payload(alert: dict[str, Any], dashboard_url: str) -> dict[str, Any]:
     link = entity_link(dashboard_url, alert["entity_key"])
     generator = alert.get("generator", "?") + (f" ({alert['model']})" if alert.get("model")
                                                else "")
+    entity, text = slack_escape(str(alert["entity"])), slack_escape(str(alert["text"]))
     return {
-        "text": f"tweetwatch alert: {alert['entity']}: {alert['text']}",
+        "text": f"tweetwatch alert: {entity}: {text}",
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn",
-                                         "text": f"*{alert['entity']}*: {alert['text']}"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{entity}*: {text}"}},
             {"type": "section", "fields": [
-                {"type": "mrkdwn", "text": f"*Entity*\n{alert['entity']} ({alert['type']})"},
+                {"type": "mrkdwn", "text": f"*Entity*\n{entity} ({alert['type']})"},
                 {"type": "mrkdwn", "text": f"*Reason*\n{reason}"},
                 {"type": "mrkdwn", "text": f"*Window*\n{window}"},
-                {"type": "mrkdwn", "text": f"*Written by*\n{generator}"},
+                {"type": "mrkdwn", "text": f"*Written by*\n{slack_escape(generator)}"},
             ]},
             {"type": "context", "elements": [
-                {"type": "mrkdwn", "text": f"<{link}|Open {alert['entity']} on the dashboard>"
-                                           f" · alert `{alert['alert_id']}`"}]},
+                {"type": "mrkdwn", "text": f"<{link}|Open {entity} on the dashboard>"
+                                           f" · alert `{slack_escape(alert['alert_id'])}`"}]},
         ],
         "alert_id": alert["alert_id"],
         "entity_key": alert["entity_key"],

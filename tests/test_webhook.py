@@ -96,6 +96,14 @@ def test_slack_payload() -> None:
     assert f"<{link}|Open Acme on the dashboard>" in payload["blocks"][2]["elements"][0]["text"]
 
 
+def test_slack_payload_escapes_what_came_from_tweets() -> None:
+    alert = {**ALERT, "entity": "A&B <!channel>", "text": "see <http://evil.example|here>"}
+    payload = slack_payload(alert, "http://127.0.0.1:8080/")
+    assert payload["text"] == ("tweetwatch alert: A&amp;B &lt;!channel&gt;: "
+                               "see &lt;http://evil.example|here&gt;")
+    assert "<!channel>" not in str(payload) and "<http://evil" not in str(payload)
+
+
 async def test_retries_until_the_receiver_accepts() -> None:
     receiver = await Receiver(fail_first=2).start()
     hook = AlertWebhook(receiver.url, "http://127.0.0.1:8080/", retries=3,
