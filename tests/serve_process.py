@@ -30,6 +30,8 @@ class ServeProcess:
         self.poll_s = poll_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self.returncode: int | None = None
+        self.stop_s: float | None = None  # how long SIGTERM took to end the process
 
     def __enter__(self) -> ServeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETWATCH_")}
@@ -56,11 +58,15 @@ class ServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            began = time.monotonic()
             self._proc.terminate()
             try:
                 self._proc.wait(15)
+                self.stop_s = time.monotonic() - began
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        if self._proc is not None:
+            self.returncode = self._proc.returncode
         if self._log is not None:
             self._log.close()

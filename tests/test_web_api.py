@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -227,6 +229,15 @@ def test_live_feed_sends_new_alerts(sqlite_url: str, tmp_path: Path) -> None:
         reader.start()
         asyncio.run(_add_alerts(sqlite_url))
         reader.join(20)
+        # A feed still open when the server stops does not hold the shutdown.
+        held = threading.Thread(target=_read_events, daemon=True,
+                                args=(f"{server.url}/api/alerts/stream", [], 100))
+        held.start()
+        time.sleep(0.5)
+    # uvicorn shuts down cleanly, then re-raises the signal (exit by SIGTERM, as it came).
+    assert server.returncode in (0, -signal.SIGTERM), server.log()
+    assert server.stop_s is not None and server.stop_s < 5
+    assert "Application shutdown complete" in server.log()
     # The Acme alert is filtered out by ?entity=; the new Globex one arrives once.
     assert [a["alert_id"] for a in found] == ["globex:new"]
     assert found[0]["entity_key"] == "globex" and found[0]["v"] == 1

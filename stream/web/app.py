@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = create_engine(settings.database_url, pool_pre_ping=True)
+        app.state.stopping = getattr(app.state, "stopping", lambda: False)
         try:
             yield
         finally:
@@ -160,7 +161,8 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> StreamingResponse:
         """Server-sent events: one ``alert`` event (data: the wire record) per new alert."""
         key = _key(entity) if entity is not None else None
-        events = alert_events(request.app.state.engine, settings.web_poll_s, key, _utc(since))
+        events = alert_events(request.app.state.engine, settings.web_poll_s, key, _utc(since),
+                              request.app.state.stopping)
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})

@@ -9,6 +9,8 @@ import click
 
 from stream.settings import Settings
 
+_SHUTDOWN_S = 5
+
 
 def check_port_free(host: str, port: int) -> None:
     """Fail with one line before uvicorn starts if the address is taken or unknown
@@ -43,8 +45,13 @@ def serve_forever(settings: Settings, host: str, port: int, log_level: str = "in
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     click.echo(f"tweetwatch dashboard on http://{shown}:{port}/ (API: /api/..., OpenAPI: "
                f"/docs); Ctrl-C stops", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                access_log=log_level == "debug")
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=log_level == "debug",
+        timeout_graceful_shutdown=_SHUTDOWN_S))
+    # Live feeds never end by themselves: they end when the server starts shutting down.
+    app.state.stopping = lambda: server.should_exit
+    server.run()
 
 
 @click.command("serve")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +21,7 @@ from stream.web.queries import alerts
 LOOKBACK = timedelta(minutes=5)
 HEARTBEAT_S = 15.0
 _PAGE = 500
+_STOP_CHECK_S = 0.25
 
 
 def sse_event(event: str, data: object, event_id: str | None = None) -> str:
@@ -30,14 +31,16 @@ def sse_event(event: str, data: object, event_id: str | None = None) -> str:
 
 
 async def alert_events(engine: AsyncEngine, poll_s: float, key: str | None,
-                       since: datetime | None = None) -> AsyncIterator[str]:
+                       since: datetime | None = None,
+                       stopping: Callable[[], bool] = lambda: False) -> AsyncIterator[str]:
     """Server-sent events: an ``alert`` event per alert stored from ``since`` (default: the
-    look-back before now) on, oldest first; a comment line as heartbeat when quiet."""
+    look-back before now) on, oldest first; a comment line as heartbeat when quiet. Ends
+    when ``stopping()`` turns true (the server is shutting down)."""
     cursor = since or datetime.now(UTC) - LOOKBACK
     sent: dict[str, datetime] = {}
     quiet_s = 0.0
     yield ": connected\n\n"
-    while True:
+    while not stopping():
         polled_at = datetime.now(UTC)
         async with engine.connect() as conn:
             rows = await alerts(conn, cursor, key, _PAGE)
@@ -53,4 +56,7 @@ async def alert_events(engine: AsyncEngine, poll_s: float, key: str | None,
         if quiet_s >= HEARTBEAT_S:
             quiet_s = 0.0
             yield ": heartbeat\n\n"
-        await asyncio.sleep(poll_s)
+        slept = 0.0
+        while slept < poll_s and not stopping():
+            await asyncio.sleep(min(_STOP_CHECK_S, poll_s - slept))
+            slept += _STOP_CHECK_S
