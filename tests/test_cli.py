@@ -15,7 +15,7 @@ from stream.settings import Settings
 from stream.worker_process import settings_env
 
 COMMANDS = ["worker", "publish", "analyze", "history", "topics", "demo", "broker", "db",
-            "db upgrade", "db current", "config"]
+            "db upgrade", "db current", "config", "serve"]
 
 
 def tweetwatch(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
@@ -162,6 +162,7 @@ def test_demo_runs_end_to_end() -> None:
     assert out.count("negative ") >= min(negatives, 25)
     assert "reputation history: most-mentioned entities" in out
     assert "tweetwatch history '" in out
+    assert "tweetwatch serve, then open http://localhost:8080/" in out
 
 
 @pytest.mark.slow

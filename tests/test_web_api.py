@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -273,3 +274,40 @@ def test_serve_command_line_errors_are_one_line() -> None:
     bad_url = _serve("--database-url", "not a url")
     assert bad_url.returncode == 1 and len(bad_url.stderr.strip().splitlines()) == 1
     assert "TWEETWATCH_DATABASE_URL" in bad_url.stderr
+
+
+@pytest.mark.slow
+def test_demo_serve_prints_the_url_and_serves_its_store(tmp_path: Path) -> None:
+    """`tweetwatch demo --serve PORT`: the demo, then the dashboard over the demo's store."""
+    from serve_process import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETWATCH_")}
+    env.update({"COLUMNS": "200", "PYTHONUNBUFFERED": "1", "TWEETWATCH_METRICS_PORT": "0"})
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:
+        demo = subprocess.Popen([sys.executable, "-m", "stream.cli", "demo", "--tweets", "200",
+                                 "--serve", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
+        try:
+            deadline = time.monotonic() + 300
+            while f"dashboard: open http://localhost:{port}/" not in log.read_text():
+                assert demo.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            body: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/entities",
+                                                timeout=5) as response:
+                        body = json.loads(response.read())
+                    break
+                except OSError:
+                    time.sleep(0.3)
+        finally:
+            demo.terminate()
+            demo.wait(30)
+    stored = int(log.read_text().split("tweets stored")[0].rsplit(": ", 1)[1])
+    assert stored == 200
+    assert body["entities"], log.read_text()
+    assert all(e["mentions"] > 0 for e in body["entities"])
