@@ -15,7 +15,7 @@ SENTIMENTS: tuple[str, str, str] = ("negative", "neutral", "positive")
 class Mention:
     """One entity mention with the sentiment expressed toward it."""
 
-    entity: str  # surface text as written in the tweet (character span start:end)
+    entity: str  # text of the span start:end, zero-width and bidi characters removed
     entity_key: str  # stream.textproc.entity_key(entity)
     type: str  # entity type from the serving NER head
     start: int  # character offset in the tweet text

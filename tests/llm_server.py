@@ -40,6 +40,7 @@ MODEL = "loopback-llm"
 class LLMServer:
     mode: str = "good"
     delay_s: float = 5.0
+    slow_entities: set[str] = field(default_factory=set)  # answered after delay_s, any mode
     script: list[str] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
@@ -77,6 +78,9 @@ class LLMServer:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            entity = _ENTITY.search(body["messages"][-1]["content"])
+            if entity and entity.group(1) in self.slow_entities:
+                await asyncio.sleep(self.delay_s)
             return await self._respond(mode, body)
         finally:
             self.in_flight -= 1

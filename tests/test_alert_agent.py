@@ -179,7 +179,7 @@ async def test_llm_alerts_once_per_window_across_restart_and_redelivery(topic_se
     assert first["tweet_ids"] == ["v2", "v1"]
     assert "Verizon" in first["text"] and first["text"].startswith("Alert:")
     assert [d["reason"] for d in dead] == ["not JSON: Expecting property name enclosed in "
-                                           "double quotes: line 1 column 2 (char 1)"]
+                                           "double quotes (line 1, column 2)"]
     assert len(server.requests) == 1
 
     # Restart: the same mentions are delivered again (as after a crash before the commit),
@@ -277,3 +277,37 @@ async def test_alerts_follow_prints_new_alerts_as_they_arrive(topic_settings, tm
     assert follower.returncode == 0, err
     assert [json.loads(line) for line in out.splitlines()] == [new]
     assert "skipping a message that is not JSON" in err
+
+
+async def test_a_slow_llm_call_delays_only_its_own_entity(broker, pg_url, tmp_path, request):
+    """One entity's LLM call takes 8 s; the alerts of the entities behind it on the same
+    partition go out meanwhile (per-entity lanes), and each entity's order holds."""
+    prefix = f"lanes-{request.node.name[-8:]}-{os.getpid()}"
+    server = await LLMServer(delay_s=8.0, slow_entities={"Slowco"}).start()
+    settings = Settings(
+        kafka_bootstrap_servers=broker.bootstrap_servers, database_url=pg_url,
+        app_id=f"{prefix}-app", topic_tweets=f"{prefix}-tweets", topic_dlq=f"{prefix}-dlq",
+        topic_negative=f"{prefix}-negative", topic_alerts=f"{prefix}-alerts",
+        topic_partitions=1, alert_window_s=300, alert_min_negative=2, alert_cooldown_s=900,
+        llm_base_url=server.base_url, llm_timeout_s=20.0, llm_retries=0)
+    broker.create_topics([settings.topic_tweets, settings.topic_dlq, settings.topic_negative,
+                          settings.topic_alerts], 1)
+    base = T0 + timedelta(days=30)
+    tweets = {f"{prefix}-s{i}": ("slowco", "Slowco", f"Slowco failed me again {i}", "negative",
+                                 i) for i in range(2)}
+    for name in ("alpha", "beta", "gamma"):
+        tweets |= {f"{prefix}-{name}{i}": (f"{name}co", f"{name.title()}co",
+                                           f"{name.title()}co is down again {i}", "negative",
+                                           i) for i in range(2)}
+    await store(pg_url, tweets, base)
+    await publish(settings, settings.topic_negative, negative_records(tweets, base))
+    worker = start_worker(settings, tmp_path, "lanes")
+    try:
+        alerts = await read_topic(settings, settings.topic_alerts, expect=4, timeout=90)
+    finally:
+        worker.stop()
+        await server.stop()
+    order = [a["entity_key"] for a in alerts]
+    assert sorted(order) == ["alphaco", "betaco", "gammaco", "slowco"], worker.log_tail()
+    assert order[-1] == "slowco", "the fast entities waited behind the slow LLM call"
+    assert all(a["generator"] == "llm" for a in alerts)

@@ -89,6 +89,48 @@ def test_unreachable_services_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(done, 1, "model artifact incomplete")
 
 
+def test_service_and_setting_mistakes_are_one_line(pg_url: str, tmp_path: Path) -> None:
+    """The tracebacks users once met, each now one line."""
+    missing_db = "postgresql://postgres@127.0.0.1:5432/tweetwatch_no_such_db"
+    done = tweetwatch("worker", "--no-migrate", env={"TWEETWATCH_DATABASE_URL": missing_db})
+    assert_one_line_error(done, 1, "cannot use the database")
+    done = tweetwatch("worker", env={"TWEETWATCH_DATABASE_URL": pg_url,
+                                     "TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert_one_line_error(done, 1, "cannot reach the Kafka broker at 127.0.0.1:1")
+    done = tweetwatch("history", "x", env={"TWEETWATCH_DATABASE_URL": "garbage"})
+    assert_one_line_error(done, 1, "invalid setting TWEETWATCH_DATABASE_URL: Value error, not a "
+                                   "database URL")
+    done = tweetwatch("db", "upgrade", "--revision", "nope",
+                      env={"TWEETWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"})
+    assert_one_line_error(done, 1, "Can't locate revision identified by 'nope'")
+    done = tweetwatch("history", "x", "--days", "99999999")
+    assert_one_line_error(done, 2, "Invalid value for '--days'")
+
+
+def test_plain_database_urls_are_accepted(tmp_path: Path) -> None:
+    """``sqlite:///`` and ``postgres://`` work, as in most tools."""
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    assert tweetwatch("db", "upgrade", env={"TWEETWATCH_DATABASE_URL": url}).returncode == 0
+    done = tweetwatch("history", "Apple", "--json", env={"TWEETWATCH_DATABASE_URL": url})
+    assert done.returncode == 0 and done.stdout == "", done.stderr
+    done = tweetwatch("db", "current", env={
+        "TWEETWATCH_DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres"})
+    assert done.returncode == 0, done.stderr
+
+
+def test_config_masks_passwords_and_names_typos() -> None:
+    done = tweetwatch("config", env={
+        "TWEETWATCH_DATABASE_URL": "postgres://u:hunter2@db/x", "COLUMNS": "250",
+        "TWEETWATCH_LLM_BASE_URL": "http://bob:s3cret@llm:8000/v1",
+        "TWEETWATCH_ALERT_WINDOWS_S": "60"})
+    assert done.returncode == 0, done.stderr
+    assert "hunter2" not in done.stdout and "s3cret" not in done.stdout
+    assert "postgresql+psycopg://u:***@db/x" in done.stdout
+    assert done.stderr.strip() == ("tweetwatch: warning: unknown setting "
+                                   "TWEETWATCH_ALERT_WINDOWS_S is ignored; did you mean "
+                                   "TWEETWATCH_ALERT_WINDOW_S?")
+
+
 def test_config_table_covers_every_setting() -> None:
     done = tweetwatch("config", "--markdown")
     assert done.returncode == 0, done.stderr
@@ -188,3 +230,14 @@ def test_eval_prints_the_test_table_of_the_committed_artifact() -> None:
     assert sum(recalls) / 3 == pytest.approx(macro, abs=1e-3)
     assert "WNUT16 test (fp32), spans found with the wrong type (gold -> predicted):" in proc.stdout
     assert (model_dir / "model_card.json").read_text() == card
+
+
+def test_publish_skips_a_line_too_large_and_goes_on(topic_settings: Settings) -> None:
+    lines = ["Delta lost my bag", json.dumps({"id": "big", "text": "x" * 1_200_000}),
+             "United was fine today"]
+    done = tweetwatch("publish", "-", stdin="\n".join(lines) + "\n",
+                      env=settings_env(topic_settings))
+    assert done.returncode == 1, done.stderr
+    assert "tweetwatch: line 2 not sent:" in done.stderr
+    assert "published 2 messages" in done.stderr and "1 lines skipped" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -25,6 +25,8 @@ def _raw(doc: object) -> bytes:
         (b"", "empty message"),
         (None, "empty message"),
         (b'{"id": "1", "text": "hi"', "malformed JSON"),
+        (b'{"id": "1", "text": "hi', "malformed JSON: Unterminated string starting at (line 1, "
+                                    "column 21)"),
         (b"not json at all", "malformed JSON"),
         (b"\xff\xfe{}", "invalid UTF-8 at byte 0"),
         (b'{"id": "1", "text": "caf\xe9"}', "invalid UTF-8"),
