@@ -15,7 +15,7 @@ import contextlib
 import logging
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -30,6 +30,12 @@ _CLOSE_DRAIN_S = 5.0
 
 class WebhookRejected(Exception):
     """The receiver answered with a non-2xx status."""
+
+
+def redacted_url(url: str) -> str:
+    """Scheme and host only: a webhook URL's path and query are often its credentials."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}/***" if parts.scheme else "***"
 
 
 def entity_link(dashboard_url: str, entity_key: str) -> str:

@@ -10,6 +10,9 @@ alert; its metrics endpoint counts them (scraped over HTTP).
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -33,7 +36,7 @@ from test_alert_agent import (
 )
 
 from stream.settings import Settings
-from stream.webhook import AlertWebhook, entity_link, slack_payload
+from stream.webhook import AlertWebhook, entity_link, redacted_url, slack_payload
 
 ALERT = {
     "v": 1, "alert_id": "acme:1-2", "entity": "Acme", "entity_key": "acme", "type": "company",
@@ -94,6 +97,17 @@ def test_slack_payload() -> None:
     link = "http://dash.example:8080/#entity=acme"
     assert payload["dashboard_url"] == link == entity_link("http://dash.example:8080", "acme")
     assert f"<{link}|Open Acme on the dashboard>" in payload["blocks"][2]["elements"][0]["text"]
+
+
+def test_config_hides_the_webhook_secret() -> None:
+    url = "https://hooks.slack.com/services/T000/B000/s3cr3tT0k3n"
+    assert redacted_url(url) == "https://hooks.slack.com/***"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETWATCH_")}
+    env.update({"TWEETWATCH_ALERT_WEBHOOK_URL": url, "COLUMNS": "300"})
+    done = subprocess.run([sys.executable, "-m", "stream.cli", "config"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "s3cr3tT0k3n" not in done.stdout and "https://hooks.slack.com/***" in done.stdout
 
 
 def test_slack_payload_escapes_what_came_from_tweets() -> None:
