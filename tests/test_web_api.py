@@ -311,3 +311,16 @@ def test_demo_serve_prints_the_url_and_serves_its_store(tmp_path: Path) -> None:
     assert stored == 200
     assert body["entities"], log.read_text()
     assert all(e["mentions"] > 0 for e in body["entities"])
+
+
+def test_query_benchmark_runs(scratch_database: ScratchDatabase,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m stream.bench.api` (docs/api.md's query timings), on a small store."""
+    from stream.bench.api import main
+
+    main(["--database-url", scratch_database.url, "--mentions", "3000", "--entities", "50",
+          "--repeat", "2"])
+    out = capsys.readouterr().out
+    assert "filled 3000 mentions of 50 entities" in out
+    rows = [line for line in out.splitlines() if line.startswith("| `/api/")]
+    assert len(rows) == 6 and all(float(r.split("|")[2]) > 0 for r in rows)
