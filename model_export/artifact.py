@@ -25,8 +25,9 @@ from model_export.export import (
 )
 from model_export.heads import SERVING_HEAD, labels_document
 from model_export.readers import read_conll
-from model_export.train import EnsembleResult, TrainConfig, TrainResult, head_summary
-from stream.inference import MODEL_FILES, file_sha256
+from model_export.recipe import TrainConfig
+from model_export.train import EnsembleResult, TrainResult, head_summary
+from stream.inference import MODEL_CARD, MODEL_FILES, file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -57,12 +58,7 @@ SERVING_CHOICE = (
 ARCHITECTURE = (
     "one network per encoder ({encoders}), each: char-CNN + frozen FastText word vectors "
     "-> encoder -> NER heads (wnut16, wnut17, btc, targets), token entity sentiment, tweet "
-    "sentiment; the artifact serves {mean}{context}"
-)
-CONTEXT_NOTE = (
-    "; in training each encoder also learnt to point at the frozen vectors of words hidden "
-    "from it in {per_epoch} unlabeled tweets an epoch (model_export/context_task.py; that "
-    "predictor is not exported)"
+    "sentiment; the artifact serves {mean}"
 )
 CALIBRATION = (
     "per member: O-logit offset per NER head, chosen on its dev split and folded into the "
@@ -161,9 +157,7 @@ def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -
         "created_at": now.isoformat(timespec="seconds"),
         "architecture": ARCHITECTURE.format(
             encoders=" + ".join(config.encoders),
-            mean="the mean of their outputs" if len(members) > 1 else "its outputs",
-            context=(CONTEXT_NOTE.format(per_epoch=f"{config.context_per_epoch:,}")
-                     if config.context_per_epoch else "")),
+            mean="the mean of their outputs" if len(members) > 1 else "its outputs"),
         "serving_ner_head": SERVING_HEAD,
         "serving_choice": serving_choice(config),
         "heads": head_summary(),
@@ -199,4 +193,4 @@ def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -
 
 
 def write_card(out_dir: Path, card: dict) -> None:
-    (out_dir / "model_card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    (out_dir / MODEL_CARD).write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")

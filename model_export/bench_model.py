@@ -35,6 +35,7 @@ import click
 
 from stream.bench.load import sample_tweets
 from stream.bench.machine import machine_info
+from stream.inference import read_model_card
 
 ENGINES = ("torch-eager", "torch", "onnx-fp32", "onnx-int8")
 DEFAULT_BATCH_SIZES = (1, 8, 32, 64, 128, 256)
@@ -134,15 +135,14 @@ def _torch_runner(model_dir: Path, threads: int):
     """A ``run(token_lists) -> outputs`` like ``Analyzer.run``, on the torch network."""
     import torch
 
-    from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
+    from model_export.predictor import named_outputs
 
     torch.set_num_threads(threads)
     model = load_torch_model(model_dir)
 
     def forward(feeds: dict[str, Any]) -> dict[str, Any]:
         with torch.inference_mode():
-            out = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
-        return {n: o.numpy() for n, o in zip(OUTPUT_NAMES, out, strict=True)}
+            return named_outputs(model, feeds)
 
     return forward
 
@@ -165,8 +165,7 @@ def load_torch_model(model_dir: Path):
     arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     for name in [n for n in arrays if f"{n}_scale" in arrays]:  # int8 rows (word table)
         arrays[name] = arrays[name].astype(np.float32) * arrays.pop(f"{name}_scale")
-    card_path = model_dir / "model_card.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card = read_model_card(model_dir)
     configs = card.get("model_config", {})
     configs = configs.get("members", [configs]) if configs else []
     if configs:
@@ -427,8 +426,7 @@ def run_benchmark(model_dir: Path, data_dir: Path, tweets: int, batch_sizes: Seq
     for row in rows:
         if row["threads"] in baseline:
             row["speedup_vs_eager"] = row["tweets_per_s"] / baseline[row["threads"]]
-    card_path = model_dir / "model_card.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card = read_model_card(model_dir)
     return {"kind": "model", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine_info(), "model_dir": str(model_dir),
             "model_version": card.get("version"), "tweets": tweets, "repeats": repeats,

@@ -38,12 +38,11 @@ from model_export.corpus import (
 from model_export.evaluate import classification_scores, ner_scores
 from model_export.heads import (
     HEAD_BY_NAME,
-    INPUT_NAMES,
     NER_HEADS,
-    OUTPUT_NAMES,
     TWEET_SENTIMENT_OUTPUT,
 )
 from model_export.model import TweetTagger
+from model_export.predictor import named_outputs
 from stream.inference import LabelSpace
 from stream.textproc import Vocab
 
@@ -76,9 +75,7 @@ def model_outputs(model: TweetTagger, vocab: Vocab, token_lists: Sequence[Sequen
     with torch.no_grad():
         for begin in range(0, len(token_lists), batch_size):
             feeds = vocab.encode(token_lists[begin : begin + batch_size])
-            outputs = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
-            named = {n: o.numpy() for n, o in zip(OUTPUT_NAMES, outputs, strict=True)}
-            chunks.append((named, feeds["lengths"]))
+            chunks.append((named_outputs(model, feeds), feeds["lengths"]))
     return chunks
 
 
@@ -171,43 +168,3 @@ def tweet_prior_correction(model: TweetTagger, vocab: Vocab, data_dir: Path,
             "dev_split": "val" if topic_share <= 0 else f"held-out topics ({topic_share:g})",
             "dev_macro_recall_before": scores[0.0], "dev_macro_recall_after": scores[best],
             "sweep": scores}
-
-
-def prior_correction_study(model_dirs: Sequence[Path], data_dir: Path) -> list[dict]:
-    """For artifacts trained without the correction: the beta 4A val would choose, and 4A
-    val and test macro recall before and after it (fp32 ONNX, the runtime's own outputs)."""
-    from stream.inference import Analyzer
-
-    log_prior = train_log_prior(data_dir)
-    splits = {s: sentiment_examples(data_dir, s) for s in ("val", "test")}
-    rows = []
-    for model_dir in model_dirs:
-        analyzer = Analyzer(model_dir)
-        sweeps = {}
-        for split, examples in splits.items():
-            analyses = analyzer.analyze_tokens([e.tokens for e in examples])
-            logits = np.log(np.stack([a.tweet_probs for a in analyses]))
-            sweeps[split] = prior_sweep(logits, sentiment_gold(examples), log_prior)
-        best = best_beta(sweeps["val"])
-        rows.append({"model": str(model_dir), "beta": best,
-                     **{f"{s}_{when}": round(sweeps[s][b], 4) for s in splits
-                        for when, b in (("before", 0.0), ("after", best))}})
-    return rows
-
-
-if __name__ == "__main__":
-    import argparse
-    import json
-
-    from stream.settings import get_settings
-
-    parser = argparse.ArgumentParser(
-        description="4A val/test macro recall of artifacts before and after the tweet-head "
-        "prior correction that their 4A val split chooses.")
-    parser.add_argument("model_dirs", nargs="+", type=Path)
-    parser.add_argument("--data-dir", type=Path, default=None)
-    args = parser.parse_args()
-    for missing in [d for d in args.model_dirs if not (d / "model.onnx").is_file()]:
-        parser.error(f"{missing}: no model.onnx there")
-    for row in prior_correction_study(args.model_dirs, args.data_dir or get_settings().data_dir):
-        print(json.dumps(row))

@@ -136,12 +136,6 @@ class TweetTagger(nn.Module):
         behind = behind.gather(1, order)
         return torch.cat([ahead, behind], dim=2).transpose(1, 2)
 
-    def encode(self, word_ids: torch.Tensor, char_ids: torch.Tensor,
-               lengths: torch.Tensor) -> torch.Tensor:
-        """[B,H,T] states of the shared encoder (zero at padding): what every head reads, and
-        what training-only tasks (model_export.context_task) shape."""
-        return self._encode(word_ids, char_ids, lengths)[0]
-
     def _encode(self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encoder states, word vectors [B,T,D] and padding mask [B,1,T], computed once for

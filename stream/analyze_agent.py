@@ -263,7 +263,7 @@ class BatchProcessor:
         never stops for a message. (A message the batch attempt had already rejected may
         reach the dead-letter topic twice: at-least-once, like every topic here.)"""
         try:
-            await self.process(events)
+            await retry_outages(lambda: self.process(events), "processing a batch")
             return
         except Exception as exc:
             if len(events) == 1:
@@ -273,7 +273,7 @@ class BatchProcessor:
                         len(events), failure_reason(exc))
         for event in events:
             try:
-                await self.process([event])
+                await retry_outages(lambda e=event: self.process([e]), "processing a message")
             except Exception as exc:
                 await self._dead_letter_failed(event.message, exc)
 

@@ -19,16 +19,15 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from model_export.cli import eval_command, train_command
 from stream.alerts_cli import alerts_command
-from stream.bench.cli import bench_group
+from stream.lazy_group import LazyGroup
 from stream.settings import Settings, get_settings, safe_url, unknown_variables
 from stream.web.cli import serve_command
 
 _EXPECTED_ERRORS = (OSError, ValueError, DBAPIError, RuntimeError)
 
 
-class OneLineErrorGroup(click.Group):
+class OneLineErrorGroup(LazyGroup):
     """A click group that reports usage and runtime errors as one line (exit status 2 for
     usage errors, 1 otherwise)."""
 
@@ -88,7 +87,16 @@ def run_async(action: str, coro_factory: Callable[[], Any]) -> Any:
         return asyncio.run(coro_factory())
 
 
-@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# Training and benchmark commands load on use: the runtime imports neither (docs/architecture.md).
+TRAINING_AND_BENCH_COMMANDS = {
+    "train": "model_export.cli:train_command",
+    "eval": "model_export.cli:eval_command",
+    "bench": "stream.bench.cli:bench_group",
+}
+
+
+@click.group(cls=OneLineErrorGroup, lazy_subcommands=TRAINING_AND_BENCH_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tweetwatch", prog_name="tweetwatch")
 def main() -> None:
     """tweetwatch: real-time reputation monitoring of entities in tweets.
@@ -348,9 +356,6 @@ def config(markdown: bool) -> None:
 
 
 main.add_command(alerts_command)
-main.add_command(train_command)
-main.add_command(eval_command)
-main.add_command(bench_group)
 main.add_command(serve_command)
 
 

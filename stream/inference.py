@@ -21,6 +21,7 @@ from stream.predictions import SENTIMENTS, Mention, TweetPrediction
 from stream.textproc import Vocab, entity_key, nameable, strip_invisible, tokenize
 
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+MODEL_CARD = "model_card.json"
 _FORBIDDEN = -1e4
 # Bounds on what one tweet can put in the store: a name longer than this is a tagging accident,
 # and a tweet that repeats a name a hundred times is still one tweet's worth of mentions.
@@ -175,6 +176,13 @@ class LabelSpace:
         return results
 
 
+def read_model_card(model_dir: Path) -> dict:
+    """The artifact's ``model_card.json`` (training recipe, figures, versions); empty when the
+    folder has none. The one reader of the card, for serving, evaluation and benchmarks."""
+    path = Path(model_dir) / MODEL_CARD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks (model files and data files are large)."""
     digest = hashlib.sha256()
@@ -210,8 +218,7 @@ class Analyzer:
         self.batch_size = batch_size
         self.vocab = Vocab.load(model_dir / "vocab.json")
         self.labels = LabelSpace.load(model_dir / "labels.json")
-        card_path = model_dir / "model_card.json"
-        card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+        card = read_model_card(model_dir)
         base_version = card.get("version") or file_sha256(model_path)[:12]
         self.model_version: str = f"{base_version}-{variant}"
         options = ort.SessionOptions()

@@ -12,7 +12,9 @@ import torch
 from model_export.embeddings import build_vocab
 from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
 from model_export.model import TweetEnsemble, TweetTagger
-from model_export.train import TrainConfig, load_training_sets, train, train_ensemble
+from model_export.recipe import recipe_config
+from model_export.train import train, train_ensemble
+from model_export.training_sets import load_training_sets
 from stream.settings import Settings
 from stream.textproc import Vocab
 
@@ -42,7 +44,7 @@ def slice_vectors(sets: dict) -> tuple[Vocab, np.ndarray, float]:
 def test_short_training_run_lowers_the_loss(tmp_path: Path):
     if not (DATA / "wnut16").is_dir():
         pytest.fail(f"shared data not found at {DATA} (set TWEETWATCH_DATA_DIR)")
-    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=10,
+    config = recipe_config(DATA, work_dir=tmp_path, limit=32, epochs=10,
                          evaluate_dev=False, dropout=0.0, word_dropout=0.0, lowercase_prob=0.0)
     sets = load_training_sets(config)
     prepared = slice_vectors(sets)
@@ -64,7 +66,7 @@ def test_short_training_run_lowers_the_loss(tmp_path: Path):
 def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
     """embedding_lr_scale=0 keeps the FastText rows exactly; with --bow-own-table the tweet
     head's own table (bow_dim) is what learns word polarities."""
-    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=2,
+    config = recipe_config(DATA, work_dir=tmp_path, limit=32, epochs=2,
                          evaluate_dev=False, embedding_lr_scale=0.0, bow_dim=8,
                          bow_from_vectors=False)
     sets = load_training_sets(config)
@@ -94,7 +96,7 @@ def test_bag_of_words_from_the_word_vectors_folds_into_one_table(tmp_path: Path,
     """bow_from_vectors: words the sentiment tweets never hold keep a zero residual, so their
     bag row is their projected FastText vector; after training the projection is folded
     into the table and the network computes what it computed before the fold."""
-    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=2,
+    config = recipe_config(DATA, work_dir=tmp_path, limit=32, epochs=2,
                          evaluate_dev=False, bow_dim=8, bow_from_vectors=True)
     sets = load_training_sets(config)
     prepared = slice_vectors(sets)
@@ -132,7 +134,7 @@ def test_bag_of_words_from_the_word_vectors_folds_into_one_table(tmp_path: Path,
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Path):
-    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=1,
+    config = recipe_config(DATA, work_dir=tmp_path, limit=32, epochs=1,
                          evaluate_dev=False, encoders=("idcnn", "bilstm"))
     sets = load_training_sets(config)
     prepared = slice_vectors(sets)
@@ -156,7 +158,7 @@ def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Pat
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_a_member_with_its_own_seed_is_that_seed_s_network(tmp_path: Path):
-    config = TrainConfig(data_dir=DATA, work_dir=tmp_path, limit=32, epochs=1, seed=13,
+    config = recipe_config(DATA, work_dir=tmp_path, limit=32, epochs=1, seed=13,
                          evaluate_dev=False, encoders=("idcnn", "idcnn:14"))
     sets = load_training_sets(config)
     prepared = slice_vectors(sets)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from model_export.batches import hashtag_entities
 from model_export.calibrate import (
     OFFSETS,
     PRIOR_BETAS,
@@ -37,14 +38,9 @@ from model_export.evaluate import (
 )
 from model_export.heads import HEAD_BY_NAME, NER_HEADS, labels_document
 from model_export.model import ModelConfig, TweetTagger
-from model_export.train import (
-    TrainConfig,
-    hashtag_entities,
-    held_out_texts,
-    load_training_sets,
-    tensors,
-    torch_predictor,
-)
+from model_export.predictor import torch_predictor
+from model_export.recipe import recipe_config
+from model_export.training_sets import held_out_texts, load_training_sets
 from stream.inference import LabelSpace
 from stream.settings import Settings
 
@@ -68,11 +64,11 @@ def test_held_out_dev_texts_never_reach_training(data_dir: Path):
     """WNUT17 train re-annotates 996 WNUT16 dev tweets: while WNUT16 dev scores early
     stopping they must go; once WNUT16 dev is training data they may stay."""
     dev16 = {tuple(e.tokens) for e in ner_examples(data_dir, "wnut16", "dev")}
-    clean = load_training_sets(TrainConfig(data_dir=data_dir, train_with_dev=()))
+    clean = load_training_sets(recipe_config(data_dir, train_with_dev=()))
     assert len(clean["wnut16"]) == 2394
     assert not any(tuple(e.tokens) in dev16 for e in clean["wnut17"])
     assert 2300 < len(clean["wnut17"]) < 3394
-    with_dev = load_training_sets(TrainConfig(data_dir=data_dir, train_with_dev=("wnut16",),
+    with_dev = load_training_sets(recipe_config(data_dir, train_with_dev=("wnut16",),
                                               dev_repeat=1))
     assert len(with_dev["wnut16"]) == 2394 + 1000
     assert len(with_dev["wnut17"]) == 3394
@@ -84,7 +80,7 @@ def test_a_dev_share_trains_part_of_a_split_and_scores_the_rest(data_dir: Path):
     """``wnut17:0.5``: about half of WNUT17 dev trains, the other half is what early stopping
     and calibration see, and no tweet is on both sides; the split is the same every time."""
     dev17 = [tuple(e.tokens) for e in ner_examples(data_dir, "wnut17", "dev")]
-    config = TrainConfig(data_dir=data_dir, train_with_dev=("wnut16", "wnut17:0.5"),
+    config = recipe_config(data_dir, train_with_dev=("wnut16", "wnut17:0.5"),
                          dev_repeat=1)
     assert config.dev_trained == ("wnut16",)
     sets = load_training_sets(config)
@@ -104,8 +100,8 @@ def test_dev_repeat_repeats_only_the_dev_tweets_that_train(data_dir: Path):
     times, the training split once, the held-out half never; 1 is the earlier recipes' set."""
     train16 = [tuple(e.tokens) for e in ner_examples(data_dir, "wnut16", "train")]
     once = load_training_sets(
-        TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",), dev_repeat=1))
-    config = TrainConfig(data_dir=data_dir, train_with_dev=("wnut16:0.5",))
+        recipe_config(data_dir, train_with_dev=("wnut16:0.5",), dev_repeat=1))
+    config = recipe_config(data_dir, train_with_dev=("wnut16:0.5",))
     assert config.dev_repeat == 3
     thrice = load_training_sets(config)
     half = once["wnut16"][len(train16):]
@@ -115,17 +111,17 @@ def test_dev_repeat_repeats_only_the_dev_tweets_that_train(data_dir: Path):
     held = {tuple(t) for t in held_out_texts(config)}
     assert not held & {tuple(e.tokens) for e in thrice["wnut16"]}
     assert thrice["wnut17"] == once["wnut17"] and thrice["btc"] == once["btc"]
-    with pytest.raises(ValueError, match="--dev-repeat 0"):
-        TrainConfig(data_dir=data_dir, dev_repeat=0)
+    with pytest.raises(ValueError, match="data.dev_repeat=0"):
+        recipe_config(data_dir, dev_repeat=0)
 
 
 def test_anonymised_training_tweets_hold_at_user_like_the_test_tweets(data_dir: Path):
     """``--anonymise-handles`` writes the 4A training handles as the test set's ``@user``;
     every other token, the label and the other tasks' texts stay as they were."""
     plain = load_training_sets(
-        TrainConfig(data_dir=data_dir, limit=2000, anonymise_handles=False))
+        recipe_config(data_dir, limit=2000, anonymise_handles=False))
     anonymised = load_training_sets(
-        TrainConfig(data_dir=data_dir, limit=2000, anonymise_handles=True))
+        recipe_config(data_dir, limit=2000, anonymise_handles=True))
     changed = 0
     for before, after in zip(plain["sentiment"], anonymised["sentiment"], strict=True):
         assert after.tweet_sentiment == before.tweet_sentiment
@@ -141,26 +137,10 @@ def test_anonymised_training_tweets_hold_at_user_like_the_test_tweets(data_dir: 
     assert anonymised["wnut16"] == plain["wnut16"] and anonymised["topic"] == plain["topic"]
 
 
-def test_stripped_training_tweets_lose_their_urls_and_nothing_else(data_dir: Path):
-    """``--strip-urls`` drops the 4A training tweets' URLs (TweetEval removed them from val and
-    test); every other token, the label and the other tasks' texts stay as they were."""
-    kept = load_training_sets(TrainConfig(data_dir=data_dir, limit=2000))
-    stripped = load_training_sets(TrainConfig(data_dir=data_dir, limit=2000, strip_urls=True))
-    assert len(stripped["sentiment"]) == len(kept["sentiment"])
-    changed = 0
-    for before, after in zip(kept["sentiment"], stripped["sentiment"], strict=True):
-        assert after.tweet_sentiment == before.tweet_sentiment
-        assert after.tokens == [t for t in before.tokens
-                                if not t.startswith(("http://", "https://", "www."))]
-        changed += after.tokens != before.tokens
-    assert changed > 300
-    assert stripped["wnut16"] == kept["wnut16"] and stripped["topic"] == kept["topic"]
-
-
 @pytest.mark.parametrize("entry", ["wnut17:0", "wnut17:1.5", "wnut17:x", "mitchell", "btc:"])
 def test_a_malformed_dev_share_is_a_one_line_error(entry: str, data_dir: Path):
     with pytest.raises(ValueError, match="a dev split to train on"):
-        TrainConfig(data_dir=data_dir, train_with_dev=(entry,))
+        recipe_config(data_dir, train_with_dev=(entry,))
     with pytest.raises(ValueError, match="once"):
         dev_shares(("wnut17:0.5", "wnut17"))
 
@@ -206,30 +186,6 @@ def test_entity_spans_become_hashtags_of_the_same_type():
     assert hashtag_entities(example, WNUT16_TAGS, 0.0, random.Random(0)) is example
 
 
-def test_entity_word_dropout_hides_entity_words_only():
-    """--entity-word-dropout reads entity tokens as unknown words in training, never an O
-    token, never at evaluation, and leaves the ids alone when off."""
-    example = tagged([("shooting", "O"), ("in", "O"), ("South", "B-geo-loc"),
-                      ("Side", "I-geo-loc"), ("near", "O"), ("Kmart", "B-company")])
-    vocab = build_vocab([example.tokens, example.tokens], max_words=100)
-    known = vocab.encode([example.tokens])["word_ids"][0]
-    assert (known > 1).all()
-    quiet = dict(word_dropout=0.0, lowercase_prob=0.0, hashtag_prob=0.0)
-    config = TrainConfig(data_dir=Path("."), entity_word_dropout=0.999, **quiet)
-    torch.manual_seed(0)
-    ids = tensors([example] * 8, vocab, config, random.Random(0), train=True)["word_ids"]
-    entity = torch.tensor([tag != 0 for tag in example.ner_tags or []])
-    assert (ids[:, entity] == 1).all()  # UNK
-    assert (ids[:, ~entity] == torch.from_numpy(known[~entity.numpy()])).all()
-    scored = tensors([example], vocab, config, random.Random(0), train=False)["word_ids"]
-    assert (scored[0] == torch.from_numpy(known)).all()
-    off = TrainConfig(data_dir=Path("."), **quiet)
-    assert (tensors([example], vocab, off, random.Random(0), train=True)["word_ids"][0]
-            == torch.from_numpy(known)).all()
-    with pytest.raises(ValueError, match="entity-word-dropout 1.5: a probability"):
-        TrainConfig(data_dir=Path("."), entity_word_dropout=1.5)
-
-
 @pytest.fixture(scope="module")
 def untrained(data_dir: Path):
     torch.manual_seed(0)
@@ -268,22 +224,6 @@ def test_calibration_folds_the_best_offset_into_the_o_bias(untrained, data_dir: 
         report["targets"]["dev_f1_after"])
 
 
-def test_train_command_defaults_are_the_recipe_defaults():
-    """`tweetwatch train` with no options must train the TrainConfig recipe (the committed
-    artifact's), so every option default the CLI spells out equals the config's."""
-    from dataclasses import fields
-
-    from model_export.cli import train_command
-
-    config = TrainConfig(data_dir=Path("."))
-    names = {f.name for f in fields(TrainConfig)}
-    spelled = {p.name: p.default for p in train_command.params
-               if p.name in names and p.default is not None}
-    assert {"seed", "embedding_seed", "embedding_epochs", "hidden"} <= set(spelled)
-    for name, default in spelled.items():
-        assert default == getattr(config, name), name
-
-
 def test_tweet_prior_correction_folds_the_best_beta_into_the_bias(untrained, data_dir: Path):
     """The chosen beta scores the best 4A val macro recall of the sweep, and the folded bias
     makes the model's own argmax score exactly that."""
@@ -312,8 +252,8 @@ def test_held_out_topics_leave_training_and_become_the_4a_dev_split(data_dir: Pa
     assert len(dev) > 3000 and {e.tweet_sentiment for e in dev} == {0, 1, 2}
     assert not any(t.startswith(("http://", "https://")) for e in dev for t in e.tokens)
     assert any("@user" in e.tokens for e in dev)
-    sets = load_training_sets(TrainConfig(data_dir=data_dir, sentiment_dev_topics=0.2))
-    plain = load_training_sets(TrainConfig(data_dir=data_dir, sentiment_dev_topics=0.0))
+    sets = load_training_sets(recipe_config(data_dir, sentiment_dev_topics=0.2))
+    plain = load_training_sets(recipe_config(data_dir, sentiment_dev_topics=0.0))
     for task in ("sentiment", "topic"):
         assert not any(text_key(e.tokens) in held for e in sets[task])
     assert len(plain["sentiment"]) - len(sets["sentiment"]) == len(dev)
@@ -325,7 +265,7 @@ def test_held_out_topics_leave_training_and_become_the_4a_dev_split(data_dir: Pa
 @pytest.mark.parametrize("share", [-0.1, 1.0])
 def test_a_topic_share_outside_zero_to_one_is_a_one_line_error(share: float, data_dir: Path):
     with pytest.raises(ValueError, match="a share of the topics"):
-        TrainConfig(data_dir=data_dir, sentiment_dev_topics=share)
+        recipe_config(data_dir, sentiment_dev_topics=share)
 
 
 def test_held_out_topics_score_the_4a_dev_term_and_its_prior_correction(untrained,

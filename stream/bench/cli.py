@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from model_export.bench_model import model_command
+from stream.lazy_group import LazyGroup
 
 DEFAULT_OUT = Path("benchmarks/results")
 SMOKE_TWEETS = 300
@@ -26,12 +26,11 @@ def _numbers(value: str, kind: type, name: str) -> list[Any]:
     return items
 
 
-@click.group("bench")
+# The model benchmark runs torch and ONNX side by side: it lives with training and loads on use.
+@click.group("bench", cls=LazyGroup,
+             lazy_subcommands={"model": "model_export.bench_model:model_command"})
 def bench_group() -> None:
     """Benchmarks: model throughput and end-to-end pipeline throughput and latency."""
-
-
-bench_group.add_command(model_command)
 
 
 @bench_group.command("pipeline")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from model_export.rebuild_check import (
+from research.rebuild_check import (
     artifact_word_table,
     compare_tables,
     main,

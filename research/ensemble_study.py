@@ -9,9 +9,9 @@ The calibration sweep shifts the served mean's outputs exactly as ``model_export
 shifts one network's biases (same grids), so it shows what calibrating the mean instead of
 each member would choose on dev, and what that would do on test.
 
-    python -m model_export.ensemble_study members ARTIFACT... [--subset 0,2 ...]
-    python -m model_export.ensemble_study calibration ARTIFACT
-    python -m model_export.ensemble_study export ARTIFACT --subset 0,2 --out DIR
+    python -m research.ensemble_study members ARTIFACT... [--subset 0,2 ...]
+    python -m research.ensemble_study calibration ARTIFACT
+    python -m research.ensemble_study export ARTIFACT --subset 0,2 --out DIR
 
 ``export`` writes a servable artifact of a subset (a faster model from a trained ensemble, no
 retraining): the same export, parity check, int8 model and card as ``tweetwatch train``.
@@ -39,9 +39,10 @@ from model_export.evaluate import (
     score_ner,
     score_sentiment,
 )
-from model_export.heads import HEAD_BY_NAME, INPUT_NAMES, OUTPUT_NAMES, TWEET_SENTIMENT_OUTPUT
+from model_export.heads import HEAD_BY_NAME, OUTPUT_NAMES, TWEET_SENTIMENT_OUTPUT
 from model_export.model import TweetEnsemble, TweetTagger
-from stream.inference import LabelSpace, TokenAnalysis
+from model_export.predictor import named_outputs
+from stream.inference import LabelSpace, TokenAnalysis, read_model_card
 from stream.textproc import Vocab
 
 Predictor = Callable[[Sequence[Sequence[str]], Sequence[str] | None], list[TokenAnalysis]]
@@ -70,9 +71,7 @@ class MemberOutputs:
                 for begin in range(0, len(order), self.batch_size):
                     rows = order[begin : begin + self.batch_size]
                     feeds = self.vocab.encode([token_lists[i] for i in rows])
-                    out = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
-                    named = {n: o.numpy() for n, o in zip(OUTPUT_NAMES, out, strict=True)}
-                    chunks.append((rows, named, feeds["lengths"]))
+                    chunks.append((rows, named_outputs(model, feeds), feeds["lengths"]))
             self._cache[key] = chunks
         return self._cache[key]
 
@@ -185,10 +184,10 @@ def export_subset(source: Path, subset: Sequence[int], out_dir: Path, data_dir: 
     from model_export.artifact import export_checked, write_card
     from model_export.evaluate import test_metrics
     from model_export.export import round_word_table_to_int8
-    from model_export.train import torch_predictor
+    from model_export.predictor import torch_predictor
     from stream.inference import MODEL_FILES, file_sha256
 
-    source_card = json.loads((source / "model_card.json").read_text(encoding="utf-8"))
+    source_card = read_model_card(source)
     networks, _ = load_members([source])
     chosen = [networks[k] for k in subset]
     model = (TweetEnsemble(chosen) if len(chosen) > 1 else chosen[0]).eval()
@@ -249,9 +248,7 @@ def expand_subsets(texts: Sequence[str], count: int) -> list[list[int]]:
 
 def card_train_config(artifact: Path) -> dict:
     """The artifact card's ``train_config`` (empty without a card)."""
-    card_path = artifact / "model_card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    return card.get("train_config", {})
+    return read_model_card(artifact).get("train_config", {})
 
 
 def card_setting(artifact: Path, key: str, default: list) -> list:
@@ -266,14 +263,14 @@ def card_dev_shares(artifact: Path) -> dict[str, float]:
 
 def card_topic_share(artifact: Path) -> float:
     """Share of the topics held out as the artifact's 4A dev split (``--sentiment-dev-topics``;
-    0: val, as every artifact before session 20)."""
+    0: val, as every artifact before the 2026-12-07 held-out-topics study)."""
     return float(card_train_config(artifact).get("sentiment_dev_topics", 0.0))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     from stream.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m model_export.ensemble_study",
+    parser = argparse.ArgumentParser(prog="python -m research.ensemble_study",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=None)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -302,8 +299,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"{missing}: no model.onnx there")
     data_dir = args.data_dir or get_settings().data_dir
     if args.command == "export":
-        count = len(json.loads((args.artifact / "model_card.json").read_text(
-            encoding="utf-8")).get("members", [None]))
+        count = len(read_model_card(args.artifact).get("members", [None]))
         try:
             subsets = expand_subsets([args.subset], count)
         except ValueError as error:

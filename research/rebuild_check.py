@@ -10,7 +10,7 @@ with the card's seeds and options rebuilds the artifact here, so a paired study 
 the committed run instead of training it again; any difference means another draw of the
 recipe.
 
-    python -m model_export.rebuild_check [--model-dir DIR] [--data-dir DIR] [--work-dir runs]
+    python -m research.rebuild_check [--model-dir DIR] [--data-dir DIR] [--work-dir runs]
 
 Exit status 0 when the vectors match, 1 when they differ, 2 on bad arguments.
 """
@@ -18,7 +18,6 @@ Exit status 0 when the vectors match, 1 when they differ, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.inference import MODEL_CARD, read_model_card
 from stream.settings import get_settings
 from stream.textproc import Vocab
 
@@ -91,7 +91,7 @@ def compare_tables(vocab: Vocab, table: np.ndarray, artifact_vocab: Vocab,
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = get_settings()
-    parser = argparse.ArgumentParser(prog="python -m model_export.rebuild_check",
+    parser = argparse.ArgumentParser(prog="python -m research.rebuild_check",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=settings.model_dir,
                         help="artifact to compare with (default: the served model)")
@@ -100,21 +100,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("runs"),
                         help="scratch folder holding the vector cache (default: runs)")
     args = parser.parse_args(argv)
-    card_path = args.model_dir / "model_card.json"
-    for path in (card_path, args.model_dir / "model.onnx", args.model_dir / "vocab.json"):
+    for name in (MODEL_CARD, "model.onnx", "vocab.json"):
+        path = args.model_dir / name
         if not path.is_file():
             parser.exit(2, f"{parser.prog}: error: no {path.name} in {args.model_dir}\n")
     if not (args.data_dir / "unlabeled" / "tweets.txt").is_file():
         parser.exit(2, f"{parser.prog}: error: no unlabeled/tweets.txt under {args.data_dir}\n")
 
-    from model_export.train import TrainConfig, prepare_vocab
+    from model_export.recipe import recipe_config
+    from model_export.train import prepare_vocab
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    recipe = json.loads(card_path.read_text(encoding="utf-8"))["train_config"]
-    config = TrainConfig(data_dir=args.data_dir, work_dir=args.work_dir,
-                         encoders=tuple(recipe["encoders"]),
-                         **{name: (tuple(recipe[name]) if name == "mitchell_folds"
-                                   else recipe[name]) for name in VECTOR_OPTIONS})
+    recipe = read_model_card(args.model_dir)["train_config"]
+    config = recipe_config(args.data_dir, work_dir=args.work_dir, encoders=recipe["encoders"],
+                           **{name: recipe[name] for name in VECTOR_OPTIONS})
     vocab, matrix, _ = prepare_vocab(config)
     match = compare_tables(
         vocab, stored_word_table(matrix, config.embedding_fp16, config.word_table_int8),

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from model_export.embeddings import build_vocab
-from model_export.ensemble_study import MemberOutputs, card_topic_share, expand_subsets
 from model_export.heads import (
     INPUT_NAMES,
     OUTPUT_NAMES,
@@ -17,8 +16,9 @@ from model_export.heads import (
     labels_document,
 )
 from model_export.model import ModelConfig, TweetEnsemble, TweetTagger
+from model_export.predictor import torch_predictor
 from model_export.readers import read_conll
-from model_export.train import torch_predictor
+from research.ensemble_study import MemberOutputs, card_topic_share, expand_subsets
 from stream.inference import LabelSpace
 from stream.settings import Settings
 
@@ -87,7 +87,7 @@ def test_export_of_two_members_serves_their_mean(tmp_path: Path) -> None:
     answers, is smaller, and carries a card with its own dev and test figures."""
     import onnxruntime as ort
 
-    from model_export.ensemble_study import export_subset, load_members
+    from research.ensemble_study import export_subset, load_members
     from stream.textproc import Vocab
 
     card = export_subset(ARTIFACT, [0, 2], tmp_path / "pair", DATA)
@@ -119,7 +119,7 @@ def test_study_arguments_fail_in_one_line(tmp_path: Path) -> None:
     import sys
 
     def study(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "model_export.ensemble_study", *args],
+        return subprocess.run([sys.executable, "-m", "research.ensemble_study", *args],
                               capture_output=True, text=True, check=False)
 
     for args, message in [

@@ -13,7 +13,7 @@ reaches the tweet head as an untrained row (``--bow-from-vectors`` is aimed at t
 With ``--sentiment-dev-topics SHARE`` the held-out topics' tweets leave the training tweets,
 as in such a run, and join the table as a 4A split of their own.
 
-    python -m model_export.vocab_coverage [--model-dir DIR] [--data-dir DIR] [--score]
+    python -m research.vocab_coverage [--model-dir DIR] [--data-dir DIR] [--score]
         [--sentiment-dev-topics SHARE]
 """
 
@@ -159,7 +159,7 @@ def sentiment_by_unread(model_dir: Path, data_dir: Path, split: str,
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = get_settings()
-    parser = argparse.ArgumentParser(prog="python -m model_export.vocab_coverage",
+    parser = argparse.ArgumentParser(prog="python -m research.vocab_coverage",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=settings.model_dir,
                         help="artifact whose vocab.json to measure (default: the served model)")

@@ -6,7 +6,7 @@ import pytest
 
 from model_export.corpus import held_out_topics
 from model_export.readers import TaggedSentence
-from model_export.vocab_coverage import (
+from research.vocab_coverage import (
     bag_coverage,
     bag_rows_read,
     coverage,

@@ -1,0 +1,103 @@
+"""Batches for training: shuffled single-task batches per epoch, and their tensors with the
+training-time augmentation (lower-casing, entity spans as hashtags, word dropout)."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+
+import torch
+
+from model_export.corpus import IGNORE, Example
+from model_export.heads import HEAD_BY_NAME
+from model_export.recipe import TrainConfig
+from stream.textproc import UNK_ID, Vocab
+
+
+def epoch_batches(
+    sets: dict[str, list[Example]], config: TrainConfig, rng: random.Random
+) -> list[list[Example]]:
+    """Shuffled single-task batches; the big sentiment sets are subsampled per epoch."""
+    caps = {"sentiment": config.sentiment_per_epoch, "topic": config.topic_per_epoch}
+    batches = []
+    for task, examples in sets.items():
+        chosen = list(examples) * config.oversample.get(task, 1)
+        rng.shuffle(chosen)
+        chosen = chosen[: caps.get(task, len(chosen))]
+        for i in range(0, len(chosen), config.batch_size):
+            batches.append(chosen[i : i + config.batch_size])
+    rng.shuffle(batches)
+    return batches
+
+
+_HASHTAGGABLE = re.compile(r"^[^\W_]+$")
+
+
+def hashtag_entities(example: Example, tags: Sequence[str], prob: float,
+                     rng: random.Random) -> Example:
+    """A copy of an NER example in which each entity span of plain words becomes, with
+    probability ``prob``, a single hashtag of the same type (``#BoyleHeights``)."""
+    if not example.ner_tags or prob <= 0:
+        return example
+    names = [tags[t] for t in example.ner_tags]
+    tokens: list[str] = []
+    ids: list[int] = []
+    i = 0
+    while i < len(names):
+        end = i + 1
+        if names[i].startswith("B-"):
+            while end < len(names) and names[end] == "I-" + names[i][2:]:
+                end += 1
+            span = example.tokens[i:end]
+            if all(_HASHTAGGABLE.match(t) for t in span) and rng.random() < prob:
+                tokens.append("#" + "".join(t[:1].upper() + t[1:] for t in span))
+                ids.append(example.ner_tags[i])
+                i = end
+                continue
+        tokens.extend(example.tokens[i:end])
+        ids.extend(example.ner_tags[i:end])
+        i = end
+    return Example(example.task, tokens, example.ner_head, ids)
+
+
+def tensors(
+    batch: Sequence[Example], vocab: Vocab, config: TrainConfig, rng: random.Random, train: bool
+) -> dict[str, torch.Tensor]:
+    """Model inputs and padded labels for a batch, with lower-casing, hashtag rewriting and
+    word dropout when training (Mitchell 2013 is lower-cased; the char-CNN must not depend on
+    case alone)."""
+    if train and config.hashtag_prob > 0:
+        batch = [
+            hashtag_entities(e, HEAD_BY_NAME[e.ner_head].tags, config.hashtag_prob, rng)
+            if e.ner_head in config.hashtag_heads else e
+            for e in batch
+        ]
+    token_lists = [
+        [t.lower() for t in e.tokens] if train and rng.random() < config.lowercase_prob
+        else e.tokens
+        for e in batch
+    ]
+    feeds = {k: torch.from_numpy(v) for k, v in vocab.encode(token_lists).items()}
+    steps = feeds["word_ids"].shape[1]
+
+    def pad(seq: list[int] | None) -> list[int]:
+        values = seq or []
+        return values + [IGNORE] * (steps - len(values))
+
+    feeds["ner"] = torch.tensor([pad(e.ner_tags) for e in batch])
+    # Word ids read as UNK (the dropout draws only when on: the random stream of a recipe
+    # without it stays the same).
+    hidden = torch.zeros(feeds["word_ids"].shape, dtype=torch.bool)
+    if train and config.word_dropout > 0:
+        hidden |= torch.rand(hidden.shape) < config.word_dropout
+    feeds["word_ids"] = feeds["word_ids"].masked_fill(hidden & (feeds["word_ids"] > UNK_ID),
+                                                      UNK_ID)
+    feeds["mention"] = torch.tensor(
+        [[t.startswith("@") for t in e.tokens] + [False] * (steps - len(e.tokens))
+         for e in batch], dtype=torch.bool)
+    feeds["entity"] = torch.tensor([pad(e.entity_sentiment) for e in batch])
+    feeds["tweet"] = torch.tensor(
+        [IGNORE if e.tweet_sentiment is None else e.tweet_sentiment for e in batch]
+    )
+    return feeds
