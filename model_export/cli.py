@@ -39,7 +39,18 @@ EVAL_ROWS = (
     ("Mitchell 2013 test", "span+polarity F1", lambda m: m["mitchell2013"]["f1"]),
     ("Mitchell 2013 test", "span F1", lambda m: m["mitchell2013"]["span_f1"]),
     ("SemEval-2017 topic test", "macro recall", lambda m: m["semeval2017_topic"]["macro_recall"]),
+    *(("TMSC test (Twitter-2015 + 2017)", f"{label} accuracy / macro F1",
+       lambda m, part=part: _tmsc(m, part)) for label, part in (
+        ("entity sentiment:", "entity"),
+        ("baseline, tweet sentiment as the entity's:", "tweet_baseline"))),
 )
+
+
+def _tmsc(metrics: dict, part: str) -> str:
+    """TMSC accuracy / macro-F1 of one predictor (cards written before TMSC show "-")."""
+    found = metrics.get("tmsc", {}).get(part)
+    return f"{found['accuracy']} / {found['macro_f1']}" if found else "-"
+
 
 
 def format_table(metrics: dict, folds: list[int]) -> str:

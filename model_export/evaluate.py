@@ -27,6 +27,7 @@ from model_export.corpus import (
 )
 from model_export.heads import HEAD_BY_NAME
 from model_export.readers import read_conll, read_sentiment_tsv
+from model_export.tmsc import score_tmsc
 from stream.inference import (
     MODEL_FILES,
     Analyzer,
@@ -205,6 +206,7 @@ def evaluate(predict: Predictor, data_dir: Path, split: str, mitchell_folds: Seq
     }
     if split == "test":
         results["semeval2017_topic"] = score_topic(predict, data_dir, split)
+        results["tmsc"] = score_tmsc(predict, data_dir, split)
     return results
 
 

@@ -9,8 +9,9 @@ it, so one slow LLM call delays only its own entity. For each message:
    whose handling fails for any reason but an outage: see ``stream.faults``);
 2. compute the deterministic ``alert_id`` (entity key + window) and stop if it is stored
    already -- a redelivery or a restart never calls the LLM or publishes twice;
-3. apply the policy (``stream.alerting``): the cooldown first (this worker's memory of the
-   alerts it stored, else the alerts table), then the entity's mentions in the window;
+3. apply the policy: discovered (unwatched) entities only with ``alert_scope=all``; the
+   cooldown (``stream.alerting``: this worker's memory of the alerts it stored, else the
+   alerts table); then the spike rules against the entity's own baseline (``stream.spikes``);
 4. write the text: the LLM when configured and healthy, else the template (``stream.prompts``);
 5. in one transaction: insert the alert (``ON CONFLICT DO NOTHING``), publish it to the alerts
    topic and wait for the broker's acknowledgement, commit. Only then is the message's offset
@@ -42,19 +43,18 @@ from stream.alerting import (
     alert_exists,
     alert_id_for,
     cooldown_blocker,
-    decide,
     insert_alert,
     parse_negative_record,
     window_for,
-    window_stats,
     within_cooldown,
 )
 from stream.faults import failure_reason, retry_outages
-from stream.lanes import KeyedLanes
+from stream.lanes import InOrderAcks, KeyedLanes, Ticket
 from stream.llm import ChatClient
 from stream.prompts import AlertContext, write_alert
 from stream.records import WIRE_VERSION, dead_letter_record, encode
 from stream.settings import Settings
+from stream.spikes import SpikeThresholds, judge, spike_stats
 from stream.storage import create_engine
 from stream.webhook import AlertWebhook
 from stream.worker_guard import crash_worker
@@ -79,6 +79,9 @@ class AlertWorker:
         self.engine = engine
         self.client = client
         self.policy = AlertPolicy.from_settings(settings)
+        # Spike thresholds by kind of entity: watched (True) or discovered (False).
+        self.thresholds = {watched: SpikeThresholds.from_settings(settings, watched)
+                           for watched in (True, False)}
         # Window end of the latest alert this worker stored, per entity key (LRU): a cache of
         # the alerts table that spares hot entities' mentions in the cooldown any query.
         self._fired: OrderedDict[str, datetime] = OrderedDict()
@@ -122,6 +125,10 @@ class AlertWorker:
         metrics.dead_letter(reason, agent="alert")
 
     async def _evaluate(self, mention: NegativeMention) -> dict[str, Any] | None:
+        watched = mention.watch is not None
+        if not watched and self.settings.alert_scope == "watched":
+            return None  # discovered entities alert only with TWEETWATCH_ALERT_SCOPE=all
+        thresholds = self.thresholds[watched]
         start, end = window_for(self.policy, mention.created_at)
         key = mention.entity_key
         alert_id = alert_id_for(key, start, end)
@@ -136,32 +143,40 @@ class AlertWorker:
             if blocker is not None:
                 log.debug("no alert for %r at %s: cooldown after %s", key, end, blocker)
                 return None
-            stats = await window_stats(conn, self.policy, mention)
-        decision = decide(self.policy, stats)
+            stats = await spike_stats(conn, thresholds, key, end,
+                                      (mention.tweet_id, mention.text))
+        decision = judge(thresholds, stats)
         if not decision.fire:
             log.debug("no alert for %r at %s: %s", mention.entity_key, end, decision.reason)
             return None
+        name = mention.watch or mention.entity
         context = AlertContext(
-            entity=mention.entity, entity_key=mention.entity_key, type=mention.type,
-            window_start=start, window_end=end, negative_mentions=stats.negative_mentions,
-            mentions=stats.mentions, tweets=stats.texts,
+            # The type word only when the user gave it: the model's types are too often
+            # wrong to print ("the place Starbucks").
+            entity=name, entity_key=mention.entity_key,
+            type=mention.type if mention.type_source == "watchlist" else "",
+            window_start=start, window_end=end, negative_mentions=stats.current.negative,
+            mentions=stats.current.tweets, tweets=stats.texts,
         )
         written = await write_alert(self.client, context, two_stage=self.settings.llm_two_stage)
         alert = {
             "v": WIRE_VERSION,
             "alert_id": alert_id,
-            "entity": mention.entity,
+            "entity": name,
             "entity_key": mention.entity_key,
             "type": mention.type,
             "window_start": start.isoformat(),
             "window_end": end.isoformat(),
-            "negative_mentions": stats.negative_mentions,
-            "mentions": stats.mentions,
+            "negative_mentions": stats.current.negative,
+            "mentions": stats.current.tweets,
             "tweet_ids": list(stats.tweet_ids),
             "text": written.text,
             "generator": written.generator,
             "model": written.model,
             "created_at": datetime.now(UTC).isoformat(),
+            "watch": mention.watch,
+            "reason": {"rule": decision.rule, "text": decision.reason, **decision.figures},
+            "examples": list(stats.texts),
         }
         async with self.engine.begin() as conn:
             if not await insert_alert(conn, alert):
@@ -188,20 +203,22 @@ def register_alert_agent(app: faust.App, settings: Settings, topics: Topics) -> 
         metrics.watch_llm(worker.client)
         webhook = AlertWebhook.from_settings(settings)  # delivery off the agent's path
 
-        async def handle(event: EventT) -> None:
-            alert = await worker.handle(event.message)
-            event.message.ack(app.consumer)  # only after the commit, see the docstring
+        acks: InOrderAcks[EventT] = InOrderAcks(lambda event: event.message.ack(app.consumer))
+
+        async def handle(ticket: Ticket[EventT]) -> None:
+            alert = await worker.handle(ticket.item.message)
+            acks.finish(ticket)  # only after the commit, and in offset order: see InOrderAcks
             if alert is not None:
                 metrics.alert_fired(alert)
                 if webhook is not None:
                     webhook.offer(alert)  # never waits: a bounded queue
 
-        lanes: KeyedLanes[EventT] = KeyedLanes(handle, max_pending=_MAX_PENDING)
+        lanes: KeyedLanes[Ticket[EventT]] = KeyedLanes(handle, max_pending=_MAX_PENDING)
         try:
             async for event in stream.events():
                 event.message.incref()
                 try:
-                    await lanes.submit(event.message.key, event)
+                    await lanes.submit(event.message.key, acks.take(event.message.tp, event))
                 except Exception as exc:
                     # Only a dead letter that cannot be sent gets here. Stop the worker
                     # (exit status 1) rather than leave a dead agent in a live process: the

@@ -1,5 +1,10 @@
 """The alert policy per entity: when a run of negative mentions deserves an alert.
 
+The alert agent decides with the spike rules of ``stream.spikes`` (each entity against its
+own baseline) and this module's cooldown, ids, records and storage; :func:`decide` and
+:func:`window_stats` below are the plain per-window count rule those spike rules replaced,
+kept as the reference the policy tests compare against.
+
 Window: sliding, event time. A negative mention of entity key K at time t (the tweet's
 ``created_at``, or its ingest time) looks at the window ``(t - window_s, t]``; K fires when, in
 that window,
@@ -83,6 +88,8 @@ class NegativeMention:
     score: float
     text: str
     created_at: datetime
+    watch: str | None = None  # the watched entity's name; None: discovered by the model
+    type_source: str = "model"  # where ``type`` came from: "model", "watchlist" or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +113,9 @@ class Decision:
 
 
 _NEGATIVE_FIELD_CHARS = {"tweet_id": MAX_ID_CHARS, "entity": 2000, "entity_key": 2000,
-                         "type": 32, "text": 20_000, "created_at": 64}
+                         "text": 20_000, "created_at": 64}
+# Optional string fields: a watched entity without a type (and no model span) has type "".
+_OPTIONAL_FIELD_CHARS = {"type": 32, "watch": 2000, "type_source": 16}
 
 
 def parse_negative_record(raw: bytes | None) -> NegativeMention:
@@ -130,6 +139,17 @@ def parse_negative_record(raw: bytes | None) -> NegativeMention:
         if len(value) > limit:
             raise InvalidNegativeRecord(f"field {name!r} is longer than {limit} characters")
         fields[name] = value
+    optional: dict[str, str | None] = {}
+    for name, default in (("type", None), ("watch", None), ("type_source", "model")):
+        value = doc.get(name, default)
+        if value is not None and not isinstance(value, str):
+            raise InvalidNegativeRecord(f"field {name!r} is not a string")
+        if value is not None and len(value) > _OPTIONAL_FIELD_CHARS[name]:
+            raise InvalidNegativeRecord(f"field {name!r} is longer than "
+                                        f"{_OPTIONAL_FIELD_CHARS[name]} characters")
+        optional[name] = value
+    if optional["type"] is None:
+        raise InvalidNegativeRecord("field 'type' missing or not a string")
     score = doc.get("score", 1.0)
     if isinstance(score, bool) or not isinstance(score, int | float) or not (
             0.0 <= score <= 1.0):
@@ -143,10 +163,12 @@ def parse_negative_record(raw: bytes | None) -> NegativeMention:
         tweet_id=fields["tweet_id"],
         entity=fields["entity"],
         entity_key=fields["entity_key"],
-        type=fields["type"],
+        type=optional["type"] or "",
         score=float(score),
         text=fields["text"],
         created_at=created_at,
+        watch=optional["watch"] or None,
+        type_source=optional["type_source"] or "",
     )
 
 
@@ -265,6 +287,9 @@ async def insert_alert(conn: AsyncConnection, alert: dict[str, Any]) -> bool:
         "generator": alert["generator"],
         "model": alert["model"],
         "created_at": datetime.fromisoformat(alert["created_at"]),
+        "watch": alert.get("watch"),
+        "reason": alert.get("reason"),
+        "examples": alert.get("examples"),
     }
     table = Alert.__table__
     return bool(await insert_ignore(conn, table, [row], returning=table.c.alert_id))
@@ -287,6 +312,9 @@ def alert_from_row(row: Any) -> dict[str, Any]:
         "generator": row.generator,
         "model": row.model,
         "created_at": _aware(row.created_at).isoformat(),
+        "watch": row.watch,
+        "reason": row.reason,
+        "examples": row.examples,
     }
 
 

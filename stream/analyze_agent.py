@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import IO, TYPE_CHECKING, Any
 
 import faust
@@ -32,8 +33,9 @@ from faust.types.tuples import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stream import metrics
-from stream.faults import failure_reason, retry_outages
+from stream.faults import failure_reason, is_outage, retry_outages
 from stream.inference import Analyzer
+from stream.matcher import WatchMatcher
 from stream.predictions import TweetPrediction
 from stream.records import (
     InvalidTweet,
@@ -47,6 +49,7 @@ from stream.records import (
 )
 from stream.settings import Settings
 from stream.storage import create_engine, store_batch
+from stream.watch_store import WatchlistFollower
 from stream.worker_guard import crash_worker
 
 if TYPE_CHECKING:
@@ -106,6 +109,7 @@ def tweet_rows(tweets: Sequence[TweetIn], predictions: Sequence[TweetPrediction]
                 "tweet_id": tweet.id, "start": m.start, "end": m.end, "entity": m.entity,
                 "entity_key": m.entity_key, "type": m.type, "sentiment": m.sentiment,
                 "score": m.score, "p_negative": m.probs[0], "created_at": created_at,
+                "watch": m.watch,
             })
     return tweet_rows_, mention_rows
 
@@ -126,6 +130,7 @@ class BatchProcessor:
         self.engine = engine
         self.executor = executor
         self.stats = BatchStats()
+        self.watchlist = WatchlistFollower(engine, settings.watchlist_poll_s)
 
     async def process(self, events: Sequence[EventT]) -> None:
         """Validate, analyse, store and publish one batch; returns once it is committed."""
@@ -154,7 +159,7 @@ class BatchProcessor:
 
         predictions: list[TweetPrediction | None] = []
         if good:
-            predictions = await self._analyze(good)
+            predictions = await self._analyze(good, await self._matcher())
         for index in reversed(range(len(good))):
             if predictions[index] is None:
                 reason = "analysis failed (model error, see the worker log)"
@@ -179,20 +184,33 @@ class BatchProcessor:
             }) + "\n")
             self.trace.flush()
 
-    async def _analyze(self, tweets: Sequence[TweetIn]) -> list[TweetPrediction | None]:
+    async def _matcher(self) -> WatchMatcher | None:
+        """The current watchlist's matcher; while the database cannot be read, the last one."""
+        try:
+            return await self.watchlist.current()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("cannot read the watchlist (%s); matching with the last one read",
+                        failure_reason(exc))
+            return self.watchlist.matcher
+
+    async def _analyze(self, tweets: Sequence[TweetIn],
+                       matcher: WatchMatcher | None = None) -> list[TweetPrediction | None]:
         """The model on the whole batch in the thread pool; if the batch fails, tweet by tweet,
         so one text the model cannot handle goes to the DLQ instead of stopping the stream."""
         loop = asyncio.get_running_loop()
         texts = [t.text for t in tweets]
+        analyze = partial(self.analyzer.analyze, matcher=matcher)
         try:
-            return list(await loop.run_in_executor(self.executor, self.analyzer.analyze, texts))
+            return list(await loop.run_in_executor(self.executor, analyze, texts))
         except Exception:
             log.exception("model failed on a batch of %d; retrying tweet by tweet", len(texts))
         results: list[TweetPrediction | None] = []
         for text in texts:
             try:
                 results.append((await loop.run_in_executor(
-                    self.executor, self.analyzer.analyze, [text]))[0])
+                    self.executor, analyze, [text]))[0])
             except Exception:
                 log.exception("model failed on one tweet; sending it to the DLQ")
                 results.append(None)

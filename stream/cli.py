@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from stream.alerts_cli import alerts_command
 from stream.lazy_group import LazyGroup
 from stream.settings import Settings, get_settings, safe_url, unknown_variables
+from stream.watch_cli import watch_group
 from stream.web.cli import serve_command
 
 _EXPECTED_ERRORS = (OSError, ValueError, DBAPIError, RuntimeError)
@@ -179,7 +181,10 @@ def publish(source: Any, topic: str | None, rate: float) -> None:
 @main.command()
 @click.argument("source", type=click.File("r", encoding="utf-8", errors="surrogateescape"))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def analyze(source: Any, as_json: bool) -> None:
+@click.option("--watchlist", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A YAML watchlist (see `tweetwatch watch import`): every alias is matched "
+                   "and each entity gets a `watch` field (the watched name, or null).")
+def analyze(source: Any, as_json: bool, watchlist: Path | None) -> None:
     """Analyse tweets from SOURCE (file or -) with the worker's model, without Kafka.
 
     Lines are JSON records with a "text" (and "id") or plain text.
@@ -188,13 +193,27 @@ def analyze(source: Any, as_json: bool) -> None:
     from stream.render import analysis_table
 
     settings = load_settings()
+    matcher = _file_matcher(watchlist) if watchlist is not None else None
     with user_errors("cannot analyse"):
-        results = analyze_lines(settings, source)
+        results = analyze_lines(settings, source, matcher)
         if as_json:
             for result in results:
                 click.echo(json.dumps(result, ensure_ascii=False))
         else:
             analysis_table(list(results))
+
+
+def _file_matcher(path: Path) -> Any:
+    """The matcher of a watchlist file; a bad file is a one-line error naming it."""
+    from stream.matcher import WatchMatcher
+    from stream.watchlist import InvalidWatchlist, read_watchlist
+
+    try:
+        return WatchMatcher(read_watchlist(path))
+    except InvalidWatchlist as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read the watchlist {path}: {exc}") from None
 
 
 # --- history ------------------------------------------------------------------------------
@@ -204,7 +223,8 @@ def analyze(source: Any, as_json: bool) -> None:
               help="How many days back, today included.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 def history(entity: str, days: int, as_json: bool) -> None:
-    """Daily mentions of ENTITY by sentiment (any spelling: @Apple, #apple, Apple)."""
+    """Daily mentions of ENTITY by sentiment (any spelling: @Apple, #apple, Apple; a watched
+    entity's name or any of its aliases gives all of its mentions)."""
     from stream.history import entity_history
     from stream.storage import create_engine
     from stream.textproc import entity_key, nameable
@@ -214,8 +234,14 @@ def history(entity: str, days: int, as_json: bool) -> None:
     settings = load_settings()
 
     async def query() -> Any:
+        from stream.watch_store import find_entity
+
         engine = create_engine(settings.database_url)
         try:
+            async with engine.connect() as conn:
+                watched = await find_entity(conn, entity)
+            if watched is not None:
+                return await entity_history(engine, watched.name, days, name=watched.name)
             return await entity_history(engine, entity, days)
         finally:
             await engine.dispose()
@@ -259,21 +285,26 @@ def topics(partitions: int | None, replication: int | None) -> None:
               help="Store to use [default: a fresh SQLite file in a temporary folder].")
 @click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Replay rate in tweets per second (0 = as fast as possible).")
+@click.option("--watchlist", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML watchlist to track [default: the demo's own, stream/data/"
+                   "demo_watchlist.yaml].")
 @click.option("--serve", "serve_port", type=click.IntRange(1, 65535), default=None,
               is_flag=False, flag_value=8080, metavar="[PORT]",
               help="Then serve the dashboard over the demo's store (port 8080 by default).")
 def demo(tweets: int, source: str, database_url: str | None, rate: float,
-         serve_port: int | None) -> None:
+         watchlist: Path | None, serve_port: int | None) -> None:
     """Everything on this machine: embedded broker, store, worker, replay of real tweets."""
     from stream.demo import run_demo
     from stream.web.cli import check_port_free, serve_forever
 
     settings = load_settings()
+    if watchlist is not None:
+        _file_matcher(watchlist)  # a bad file is a one-line error before anything starts
     if serve_port is not None:
         check_port_free("127.0.0.1", serve_port)
     with user_errors("demo failed"):
         store = run_demo(settings, tweets=tweets, source=source, database_url=database_url,
-                         rate=rate, serve_port=serve_port)
+                         rate=rate, watchlist=watchlist, serve_port=serve_port)
     if serve_port is not None:
         serve_forever(settings.model_copy(update={"database_url": store}), "127.0.0.1",
                       serve_port, "warning")
@@ -357,6 +388,7 @@ def config(markdown: bool) -> None:
 
 main.add_command(alerts_command)
 main.add_command(serve_command)
+main.add_command(watch_group)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import asyncio
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,11 @@ from stream.history import entity_history, top_entities
 from stream.publish import publish, replay_messages
 from stream.settings import Settings
 from stream.storage import EntityMention, Tweet, create_engine
+from stream.watch_store import save_entities
+from stream.watchlist import WatchedEntity, read_watchlist
 from stream.worker_process import WorkerProcess
+
+DEMO_WATCHLIST = Path(__file__).resolve().parent / "data" / "demo_watchlist.yaml"
 
 _PRINT_NEGATIVES = 25
 _PRINT_ALERTS = 10
@@ -91,14 +96,17 @@ def _show(doc: dict, console: Console, tally: Tally, kind: str) -> None:
     elif kind == "alerts":
         tally.alerts += 1
         if tally.alerts <= _PRINT_ALERTS:
+            reason = (doc.get("reason") or {}).get("text")
             console.print(f"[magenta]ALERT[/] [bold]{escape(str(doc.get('entity')))}[/] "
-                          f"({doc.get('generator')}): {escape(str(doc.get('text')))}")
+                          f"({doc.get('generator')}): {escape(str(doc.get('text')))}"
+                          + (f"\n      [dim]why: {escape(str(reason))}[/]" if reason else ""))
     else:
         tally.rejected += 1
 
 
 async def _run(settings: Settings, count: int, source: str, rate: float,
-               worker: WorkerProcess, console: Console) -> Tally:
+               worker: WorkerProcess, console: Console,
+               watched: Sequence[WatchedEntity] = ()) -> Tally:
     messages = replay_messages(settings.data_dir, count, source)
     bootstrap = settings.kafka_bootstrap_servers
     tally = Tally()
@@ -139,7 +147,8 @@ async def _run(settings: Settings, count: int, source: str, rate: float,
         stop.set()
         await asyncio.gather(*watchers)
         await _print_samples(engine, console)
-        tally.top_entity = await _print_history(engine, console) or tally.top_entity
+        tally.top_entity = (await _print_history(engine, console, watched)
+                            or tally.top_entity)
     finally:
         stop.set()
         for task in watchers:
@@ -207,28 +216,50 @@ async def _print_samples(engine: sa.ext.asyncio.AsyncEngine, console: Console) -
     console.print(table)
 
 
-async def _print_history(engine: sa.ext.asyncio.AsyncEngine, console: Console) -> str | None:
-    """The reputation history table of the most-mentioned entities; returns the top one."""
-    table = Table(title="reputation history: most-mentioned entities (entity_daily_history)")
+async def _print_history(engine: sa.ext.asyncio.AsyncEngine, console: Console,
+                         watched: Sequence[WatchedEntity] = ()) -> str | None:
+    """The reputation history table of the most-mentioned watched entities (of all entities
+    when nothing is watched); returns the top one."""
+    names = {e.key: e.name for e in watched}
+    title = ("reputation history: most-mentioned watched entities" if names
+             else "reputation history: most-mentioned entities (entity_daily_history)")
+    table = Table(title=title)
     table.add_column("entity", min_width=16)
     for column in ("day", "mentions", "neg", "neu", "pos", "neg %"):
         table.add_column(column, justify="left" if column == "day" else "right", no_wrap=True)
-    totals = await top_entities(engine, _TOP_ENTITIES, days=7)
+    totals = await top_entities(engine, 10_000 if names else _TOP_ENTITIES, days=7)
+    if names:
+        totals = [t for t in totals if t.entity_key in names][:_TOP_ENTITIES]
     for total in totals:
-        for day in await entity_history(engine, total.entity_key, days=7):
+        name = names.get(total.entity_key)
+        for day in await entity_history(engine, name or total.entity_key, days=7, name=name):
             table.add_row(escape(day.entity), day.day.isoformat(), str(day.mentions),
                           str(day.negative), str(day.neutral), str(day.positive),
                           f"{day.negative_share:.0%}")
     console.print(table)
-    return totals[0].entity if totals else None
+    return (names.get(totals[0].entity_key) or totals[0].entity) if totals else None
+
+
+async def _store_watchlist(url: str, entities: Sequence[WatchedEntity]) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await save_entities(conn, entities, replace_all=True)
+    finally:
+        await engine.dispose()
 
 
 def run_demo(settings: Settings, tweets: int, source: str, database_url: str | None,
              rate: float, console: Console | None = None,
-             serve_port: int | None = None) -> str:
+             watchlist: Path | None = None, serve_port: int | None = None) -> str:
     """Set everything up, replay ``tweets`` real tweets, print what the pipeline found;
-    returns the store's URL (``serve_port``: the dashboard will be served on it next)."""
+    returns the store's URL (``serve_port``: the dashboard will be served on it next).
+
+    The store's watchlist becomes ``watchlist`` (default: ``DEMO_WATCHLIST``, the people,
+    organisations and brands of the demo's tweets), so the alerts are about tracked entities.
+    """
     console = console or Console()
+    entities = read_watchlist(watchlist or DEMO_WATCHLIST)
     if not settings.model_path.is_file():
         raise FileNotFoundError(f"model artifact not found: {settings.model_path}")
     workdir = Path(tempfile.mkdtemp(prefix="tweetwatch-demo-"))
@@ -244,13 +275,16 @@ def run_demo(settings: Settings, tweets: int, source: str, database_url: str | N
         console.print(f"embedded Kafka-protocol broker on [bold]{broker.bootstrap_servers}"
                       f"[/]; topics: {', '.join(topic_names(settings))}")
         upgrade(db_url)
-        console.print(f"store: {db_url} (migrated to head)")
+        asyncio.run(_store_watchlist(db_url, entities))
+        console.print(f"store: {db_url} (migrated to head); watching {len(entities)} entities "
+                      f"from {watchlist or DEMO_WATCHLIST}")
         worker = WorkerProcess(demo_settings, workdir / "worker.log").start()
         console.print(f"worker started (pid {worker.pid}, log {worker.log_path}); alerts use "
                       + (f"the LLM at {settings.llm_base_url}" if settings.llm_base_url
                          else "the template text (no TWEETWATCH_LLM_BASE_URL set)"))
         try:
-            tally = asyncio.run(_run(demo_settings, tweets, source, rate, worker, console))
+            tally = asyncio.run(_run(demo_settings, tweets, source, rate, worker, console,
+                                     entities))
         finally:
             worker.stop()
     elapsed = time.monotonic() - started

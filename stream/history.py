@@ -68,10 +68,11 @@ async def display_name(engine: AsyncEngine, key: str) -> str | None:
 
 
 async def entity_history(engine: AsyncEngine, entity: str, days: int,
-                         today: date | None = None) -> list[DayCount]:
+                         today: date | None = None, name: str | None = None) -> list[DayCount]:
     """Daily counts for ``entity`` (any spelling: ``@Apple``, ``#apple`` and ``Apple`` are the
     same key) over the last ``days`` days including today, oldest first; days without
-    mentions are left out."""
+    mentions are left out. ``name``: how to call it (a watched entity's name), else the most
+    common spelling in the mentions."""
     key = entity_key(entity)
     query = (
         sa.select(view.c.day, view.c.sentiment, view.c.mentions, view.c.entity)
@@ -85,7 +86,7 @@ async def entity_history(engine: AsyncEngine, entity: str, days: int,
         entry = per_day.setdefault(day, {"entity": surface, "negative": 0, "neutral": 0,
                                          "positive": 0})
         entry[sentiment] = entry.get(sentiment, 0) + int(mentions)
-    name = await display_name(engine, key) if per_day else None
+    name = name or (await display_name(engine, key) if per_day else None)
     return [DayCount(day=day, entity=name or e["entity"], negative=e["negative"],
                      neutral=e["neutral"], positive=e["positive"])
             for day, e in sorted(per_day.items())]

@@ -17,8 +17,9 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
+from stream.matcher import WatchMatch, WatchMatcher
 from stream.predictions import SENTIMENTS, Mention, TweetPrediction
-from stream.textproc import Vocab, entity_key, nameable, strip_invisible, tokenize
+from stream.textproc import Token, Vocab, entity_key, nameable, strip_invisible, tokenize
 
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 MODEL_CARD = "model_card.json"
@@ -260,8 +261,11 @@ class Analyzer:
                 results[i] = analysis
         return [r for r in results if r is not None]
 
-    def analyze(self, texts: Sequence[str]) -> list[TweetPrediction]:
-        """Tweet sentiment and entity mentions (serving NER head) with their own sentiment."""
+    def analyze(self, texts: Sequence[str],
+                matcher: WatchMatcher | None = None) -> list[TweetPrediction]:
+        """Tweet sentiment and entity mentions with their own sentiment: the serving NER head's
+        spans (discovered entities) and, with a ``matcher``, every watched alias (see
+        :func:`merge_mentions`)."""
         tokenised = [tokenize(text) for text in texts]
         serving = self.labels.serving_head
         analyses = self.analyze_tokens(
@@ -269,28 +273,9 @@ class Analyzer:
         )
         predictions = []
         for text, tokens, analysis in zip(texts, tokenised, analyses, strict=True):
-            mentions = []
-            for start, end, kind in bio_spans(analysis.tags[serving]):
-                surface = strip_invisible(text[tokens[start].start : tokens[end - 1].end])
-                key = entity_key(surface)
-                if not nameable(key):  # bare symbols, e.g. the lone '#' of '!@#$*'
-                    continue
-                if len(surface) > MAX_ENTITY_CHARS or len(mentions) >= MAX_MENTIONS:
-                    continue  # a run-on span names nothing; a flood of spans is one tweet's noise
-                probs = span_sentiment(analysis.entity_sentiment_logits, start, end)
-                best = int(probs.argmax())
-                mentions.append(
-                    Mention(
-                        entity=surface,
-                        entity_key=key,
-                        type=kind,
-                        start=tokens[start].start,
-                        end=tokens[end - 1].end,
-                        sentiment=SENTIMENTS[best],
-                        score=float(probs[best]),
-                        probs=(float(probs[0]), float(probs[1]), float(probs[2])),
-                    )
-                )
+            watched = matcher.match_tokens(tokens) if matcher is not None else []
+            mentions = merge_mentions(text, tokens, analysis, bio_spans(analysis.tags[serving]),
+                                      watched)
             tweet = analysis.tweet_probs
             best_tweet = int(tweet.argmax())
             predictions.append(
@@ -301,3 +286,66 @@ class Analyzer:
                 )
             )
         return predictions
+
+
+def _mention(text: str, tokens: Sequence[Token], analysis: TokenAnalysis, first: int,
+             last: int, key: str, kind: str, type_source: str,
+             watch: str | None) -> Mention:
+    probs = span_sentiment(analysis.entity_sentiment_logits, first, last)
+    best = int(probs.argmax())
+    start, end = tokens[first].start, tokens[last - 1].end
+    return Mention(entity=strip_invisible(text[start:end]), entity_key=key, type=kind,
+                   start=start, end=end, sentiment=SENTIMENTS[best], score=float(probs[best]),
+                   probs=(float(probs[0]), float(probs[1]), float(probs[2])), watch=watch,
+                   type_source=type_source)
+
+
+def merge_mentions(text: str, tokens: Sequence[Token], analysis: TokenAnalysis,
+                   spans: Sequence[tuple[int, int, str]],
+                   watched: Sequence[WatchMatch]) -> list[Mention]:
+    """One mention per entity occurrence, in text order.
+
+    A watched match and a model span that overlap are one mention: the watched entity names it
+    (its key, so every alias folds into one history), the span is the union of both (the
+    model often tags ``United Airlines`` where the alias is ``United``), and the type is the
+    watchlist's, else the model's. The sentiment toward it pools the entity-sentiment logits
+    over the mention's tokens. Model spans that touch no watched match are discovered
+    entities, as before.
+    """
+    mentions: list[Mention] = []
+    used: set[int] = set()
+    for match in watched:
+        first, last = match.first, match.last
+        model_type = ""
+        for index, (s, e, kind) in enumerate(spans):
+            if (s < match.last and match.first < e and index not in used
+                    and not any(o is not match and s < o.last and o.first < e
+                                for o in watched)):
+                used.add(index)
+                first, last = min(first, s), max(last, e)
+                model_type = model_type or kind
+        entity = match.entity
+        if entity.type:
+            kind, source = entity.type, "watchlist"
+        else:
+            kind, source = model_type, ("model" if model_type else "")
+        mentions.append(_mention(text, tokens, analysis, first, last, entity.key, kind, source,
+                                 entity.name))
+    taken = [(m.start, m.end) for m in mentions]
+    for index, (s, e, kind) in enumerate(spans):
+        if index in used:
+            continue
+        start, end = tokens[s].start, tokens[e - 1].end
+        if any(a < end and start < b for a, b in taken):
+            continue  # inside a widened watched mention
+        surface = strip_invisible(text[start:end])
+        key = entity_key(surface)
+        if not nameable(key):  # bare symbols, e.g. the lone '#' of '!@#$*'
+            continue
+        if len(surface) > MAX_ENTITY_CHARS:
+            continue  # a run-on span names nothing
+        mentions.append(_mention(text, tokens, analysis, s, e, key, kind, "model", None))
+    # A flood of spans is one tweet's noise: watched mentions first, then the model's.
+    mentions = mentions[:MAX_MENTIONS]
+    mentions.sort(key=lambda m: m.start)
+    return mentions

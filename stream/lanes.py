@@ -5,6 +5,8 @@ would queue every entity's alerts behind one slow call; Faust's agent ``concurre
 lose the per-entity order the alert policy relies on. A lane per key keeps both: one task per
 key that has work, handling that key's messages in arrival order, with at most
 ``max_pending`` messages accepted but not yet handled (backpressure on the consumer).
+Finishing out of order, the messages must still be acknowledged in offset order
+(:class:`InOrderAcks`), or a commit could pass over one still in a lane.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -86,3 +89,43 @@ class KeyedLanes(Generic[T]):
     def _raise_error(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+@dataclass(slots=True)
+class Ticket(Generic[T]):
+    """One taken item, waiting to be acknowledged."""
+
+    item: T
+    source: Hashable
+    done: bool = False
+
+
+class InOrderAcks(Generic[T]):
+    """Acknowledge items in the order they were taken, per source (a topic partition), even
+    when they finish out of order.
+
+    Faust commits the first run of consecutive acknowledged offsets it holds, and when the
+    partition has no committed offset yet it does not check that the run starts where the
+    last commit ended: acknowledging offset 12 before 10 and 11 would commit past them, and a
+    crash or a rebalance would then lose them. So a finished item is acknowledged only once
+    every earlier item of its partition has finished too.
+    """
+
+    def __init__(self, ack: Callable[[T], None]) -> None:
+        self._ack = ack
+        self._queues: dict[Hashable, deque[Ticket[T]]] = {}
+
+    def take(self, source: Hashable, item: T) -> Ticket[T]:
+        """Register ``item`` behind the earlier items of ``source``."""
+        ticket = Ticket(item, source)
+        self._queues.setdefault(source, deque()).append(ticket)
+        return ticket
+
+    def finish(self, ticket: Ticket[T]) -> None:
+        """Mark the ticket done and acknowledge every done item at the head of its queue."""
+        ticket.done = True
+        queue = self._queues.get(ticket.source)
+        while queue and queue[0].done:
+            self._ack(queue.popleft().item)
+        if queue is not None and not queue:
+            del self._queues[ticket.source]

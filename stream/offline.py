@@ -8,6 +8,7 @@ from itertools import islice
 from typing import Any
 
 from stream.inference import Analyzer
+from stream.matcher import WatchMatcher
 from stream.predictions import SENTIMENTS, TweetPrediction
 from stream.publish import line_to_message
 from stream.records import InvalidTweet, TweetIn, parse_tweet
@@ -25,7 +26,7 @@ def prediction_json(tweet: TweetIn, prediction: TweetPrediction) -> dict[str, An
         "entities": [
             {"entity": m.entity, "entity_key": m.entity_key, "type": m.type,
              "sentiment": m.sentiment, "score": round(m.score, 6), "start": m.start,
-             "end": m.end}
+             "end": m.end, "watch": m.watch}
             for m in prediction.mentions
         ],
         "text": tweet.text,
@@ -38,9 +39,11 @@ def line_to_tweet(line: str, max_text_chars: int) -> TweetIn:
     return parse_tweet(message.value if message else b"", max_text_chars)
 
 
-def analyze_lines(settings: Settings, lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+def analyze_lines(settings: Settings, lines: Iterable[str],
+                  matcher: WatchMatcher | None = None) -> Iterator[dict[str, Any]]:
     """One result per non-blank line, in order: the analysis, or ``{"line", "error"}`` for a
-    line the worker would send to the dead-letter topic."""
+    line the worker would send to the dead-letter topic. With a ``matcher`` (a watchlist),
+    every entity says which watched entity it is (``watch``: its name, None if discovered)."""
     analyzer = Analyzer(settings.model_dir, settings.model_variant, settings.intra_op_threads)
     numbered = ((n, line) for n, line in enumerate(lines, 1) if line.strip())
     while chunk := list(islice(numbered, _CHUNK)):
@@ -51,7 +54,7 @@ def analyze_lines(settings: Settings, lines: Iterable[str]) -> Iterator[dict[str
             except InvalidTweet as exc:
                 parsed.append((number, str(exc)))
         good = [t for _, t in parsed if isinstance(t, TweetIn)]
-        predictions = iter(analyzer.analyze([t.text for t in good]) if good else [])
+        predictions = iter(analyzer.analyze([t.text for t in good], matcher) if good else [])
         for number, item in parsed:
             if isinstance(item, TweetIn):
                 yield prediction_json(item, next(predictions))

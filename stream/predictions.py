@@ -17,12 +17,14 @@ class Mention:
 
     entity: str  # text of the span start:end, zero-width and bidi characters removed
     entity_key: str  # stream.textproc.entity_key(entity)
-    type: str  # entity type from the serving NER head
+    type: str  # the watchlist's type, else the serving NER head's ("" when neither gave one)
     start: int  # character offset in the tweet text
     end: int
     sentiment: str  # one of SENTIMENTS
     score: float  # probability of `sentiment`
     probs: tuple[float, float, float]  # (negative, neutral, positive)
+    watch: str | None = None  # the watched entity's name (stream.watchlist), None: discovered
+    type_source: str = "model"  # "model", "watchlist" or "" (a watched entity without a type)
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,6 +254,8 @@ def negative_entity_record(tweet: TweetIn, prediction: TweetPrediction, mention:
         "entity": mention.entity,
         "entity_key": mention.entity_key,
         "type": mention.type,
+        "type_source": mention.type_source,
+        "watch": mention.watch,
         "sentiment": "negative",
         "score": round(mention.probs[0], 6),
         "tweet_sentiment": prediction.sentiment,

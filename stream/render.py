@@ -91,9 +91,22 @@ def analysis_table(results: Sequence[dict[str, Any]], console: Console | None = 
             continue
         sentiment = result["sentiment"]
         entities = "; ".join(
-            f"{escape(e['entity'])} ({e['type']}, [{colours[e['sentiment']]}]{e['sentiment']}[/] "
-            f"{e['score']:.2f})" for e in result["entities"]
+            (f"[bold]{escape(e['watch'])}[/] as " if e.get("watch") else "")
+            + f"{escape(e['entity'])} ({escape(e['type'] or 'watched')}, "
+            f"[{colours[e['sentiment']]}]{e['sentiment']}[/] {e['score']:.2f})"
+            for e in result["entities"]
         ) or "-"
         table.add_row(escape(result["id"]), f"[{colours[sentiment]}]{sentiment}[/]", entities,
                       escape(result["text"]))
+    (console or Console()).print(table)
+
+
+def watchlist_table(entities: Sequence[Any], console: Console | None = None) -> None:
+    """``tweetwatch watch list``: one row per watched entity."""
+    table = Table(title=f"watchlist ({len(entities)} entities)")
+    for column in ("name", "type", "aliases", "exclude"):
+        table.add_column(column, overflow="fold")
+    for e in entities:
+        table.add_row(escape(e.name), escape(e.type or "-"), escape(", ".join(e.aliases) or "-"),
+                      escape(", ".join(e.exclude) or "-"))
     (console or Console()).print(table)

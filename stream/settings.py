@@ -65,9 +65,8 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         100,
         ge=1,
-        description="Longest time the worker's consumer lets the broker hold an empty fetch. "
-        "Kafka answers as soon as data arrives; the embedded (mock) broker waits it out, so "
-        "it bounds latency there (Faust's own 1500 ms gave p50 1.2 s at 300 tweets/s).",
+        description="Longest time the broker may hold an empty fetch: it bounds latency on the "
+        "embedded broker (Faust's own 1500 ms gave p50 1.2 s at 300 tweets/s).",
     )
     kafka_session_timeout_s: float = Field(
         10.0,
@@ -115,9 +114,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Training/test data folder.")
     batch_trace_path: Path | None = Field(
         None,
-        description="Append one JSON line per committed micro-batch (size, stage timings, "
-        "commit time) to this file; what `tweetwatch bench pipeline` measures latency and "
-        "the profile from. Unset: no trace.",
+        description="Append one JSON line per committed micro-batch (size, stage timings) to "
+        "this file, as `tweetwatch bench pipeline` does. Unset: no trace.",
     )
 
     # --- Alerts ----------------------------------------------------------------------------
@@ -125,7 +123,7 @@ class Settings(BaseSettings):
         300, ge=1, le=_MAX_WINDOW_S, description="Alert window per entity, seconds."
     )
     alert_min_negative: int = Field(
-        3, ge=1, description="Negative mentions in a window needed to fire (1 = every mention)."
+        3, ge=1, description="Negative tweets in a window needed to fire (watched entities)."
     )
     alert_min_negative_share: float = Field(
         0.5, ge=0.0, le=1.0, description="Least negative share of an entity's mentions to fire."
@@ -133,6 +131,24 @@ class Settings(BaseSettings):
     alert_cooldown_s: int = Field(
         900, ge=0, le=_MAX_WINDOW_S, description="Quiet time per entity after an alert fired."
     )
+    alert_scope: Literal["watched", "all"] = Field(
+        "watched", description="watched: watchlist entities alert; all: also discovered ones.",
+    )
+    alert_baseline_windows: int = Field(
+        12, ge=1, description="Windows before the current one that form the baseline.")
+    alert_sensitivity: float = Field(
+        3.0, gt=0, description="Spike: negative tweets > baseline mean + this x "
+        "max(std, sqrt(mean), 1).",
+    )
+    alert_share_jump: float = Field(
+        0.3, gt=0, le=1.0, description="Or: negative share above the baseline's by this."
+    )
+    alert_discovered_min_negative: int = Field(
+        10, ge=1, description="alert_min_negative, discovered entities.")
+    alert_discovered_sensitivity: float = Field(
+        5.0, gt=0, description="alert_sensitivity, discovered entities.")
+    watchlist_poll_s: float = Field(
+        2.0, gt=0, description="Seconds between a worker's checks for watchlist changes.")
     llm_base_url: str | None = Field(
         None,
         description="OpenAI-compatible API base URL (e.g. http://ollama:11434/v1). "

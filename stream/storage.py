@@ -60,6 +60,9 @@ class EntityMention(Base):
     score: Mapped[float] = mapped_column(sa.Float)
     p_negative: Mapped[float] = mapped_column(sa.Float)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    # The watched entity's name (stream.watchlist) when a watchlist alias matched; None for an
+    # entity only the model found (discovered).
+    watch: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
 
 class Alert(Base):
@@ -81,6 +84,32 @@ class Alert(Base):
     generator: Mapped[str] = mapped_column(sa.String(16))
     model: Mapped[str | None] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    watch: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    reason: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    examples: Mapped[list[str] | None] = mapped_column(sa.JSON, nullable=True)
+
+
+class WatchedEntityRow(Base):
+    """One tracked entity of the watchlist (``stream.watchlist``), keyed by its entity key."""
+
+    __tablename__ = "watched_entities"
+
+    key: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.Text)
+    type: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    aliases: Mapped[list[str]] = mapped_column(sa.JSON)
+    exclude: Mapped[list[str]] = mapped_column(sa.JSON)
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class WatchlistVersion(Base):
+    """One row: a counter bumped by every watchlist change, which running workers poll."""
+
+    __tablename__ = "watchlist_version"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(sa.BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
 
 
 # The daily-history view (created by the migration); declared on its own MetaData so that it is

@@ -127,7 +127,8 @@ class LLMServer:
     @staticmethod
     def _answer(mode: str, system: str, user: str) -> str:
         entity = _ENTITY.search(user).group(1)  # type: ignore[union-attr]
-        kind = _TYPE.search(user).group(1)  # type: ignore[union-attr]
+        typed = _TYPE.search(user)  # no TYPE line: the alert names no type
+        the = f"the {typed.group(1)} {entity}" if typed else entity
         tweets = _TWEET.findall(user)
         if mode == "babble":
             return json.dumps({"sentiment": "bad", "entity": entity})
@@ -147,7 +148,7 @@ class LLMServer:
             return "<choice>2</choice>"
         if "<candidate>" in system:
             return "\n".join(
-                f"<candidate>{theme}: {entity} - Alert: {detail} about the {kind} {entity}."
+                f"<candidate>{theme}: {entity} - Alert: {detail} about {the}."
                 "</candidate>"
                 for theme, detail in (
                     ("Complaints", "a wave of complaints"),
@@ -156,6 +157,6 @@ class LLMServer:
                 )
             )
         return (
-            f"<alert>Alert: {len(tweets)} recent tweets are critical of the {kind} {entity}, "
+            f"<alert>Alert: {len(tweets)} recent tweets are critical of {the}, "
             "with complaints piling up.</alert>"
         )

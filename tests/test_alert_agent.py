@@ -36,6 +36,11 @@ T0 = datetime(2020, 3, 2, 12, 0, tzinfo=UTC)
 def make_settings(topic_settings: Settings, **overrides) -> Settings:
     """The test's own topics and consumer group (conftest) with the alert policy under test."""
     values = {
+        # These records carry no watched entity: discovered entities, alerting by opt-in,
+        # with thresholds that make the first two negative tweets of an entity a spike.
+        "alert_scope": "all",
+        "alert_discovered_min_negative": 2,
+        "alert_discovered_sensitivity": 1.0,
         "alert_window_s": 300,
         "alert_min_negative": 2,
         "alert_min_negative_share": 0.5,
@@ -87,7 +92,10 @@ async def store(pg_url: str, tweets: dict[str, tuple], base: datetime) -> None:
         await engine.dispose()
 
 
-def negative_records(tweets: dict[str, tuple], base: datetime) -> list[tuple[bytes, bytes]]:
+def negative_records(tweets: dict[str, tuple], base: datetime,
+                     watched: dict[str, str] | None = None) -> list[tuple[bytes, bytes]]:
+    """Records as the analyze agent publishes them; ``watched`` maps entity keys to the watched
+    entity's name (the watchlist gave their type); the others are discovered entities."""
     out = []
     for tweet_id, (key, surface, text, sentiment, offset) in tweets.items():
         if sentiment != "negative":
@@ -96,6 +104,8 @@ def negative_records(tweets: dict[str, tuple], base: datetime) -> list[tuple[byt
                   "type": "company", "sentiment": "negative", "score": 0.9,
                   "tweet_sentiment": "negative", "text": text,
                   "created_at": (base + timedelta(seconds=offset)).isoformat()}
+        if watched and key in watched:
+            record.update(watch=watched[key], type_source="watchlist")
         out.append((key.encode(), json.dumps(record).encode()))
     return out
 
@@ -230,18 +240,20 @@ async def test_template_when_llm_is_down(topic_settings, pg_url, tmp_path):
     down_url = server.base_url
     await server.stop()  # nothing listens there any more
     settings = make_settings(topic_settings, llm_base_url=down_url, alert_min_negative=1,
-                             alert_cooldown_s=0, alert_window_s=60)
+                             alert_sensitivity=0.1, alert_cooldown_s=0, alert_window_s=60,
+                             alert_scope="watched")
     base = T0 + timedelta(days=2)
     tweets = {"d1": ("delta", "Delta", "Delta cancelled my flight, no refund", "negative", 0),
               "d2": ("delta", "Delta", "Delta lost my luggage", "negative", 30)}
     await store(pg_url, tweets, base)
-    await publish(settings, settings.topic_negative, negative_records(tweets, base))
+    await publish(settings, settings.topic_negative,
+                  negative_records(tweets, base, watched={"delta": "Delta"}))
     worker = start_worker(settings, tmp_path, "template")
     try:
         alerts = await read_topic(settings, settings.topic_alerts, expect=2, timeout=60)
     finally:
         worker.stop()
-    # min_negative=1 and no cooldown: one alert per negative mention, as the seeds did.
+    # min_negative=1, a tiny sensitivity and no cooldown: one alert per negative mention.
     assert [a["tweet_ids"] for a in alerts] == [["d1"], ["d2", "d1"]], worker.log_tail()
     for alert, end in zip(alerts, (base, base + timedelta(seconds=30)), strict=True):
         assert (alert["generator"], alert["model"]) == ("template", None)
@@ -289,6 +301,7 @@ async def test_a_slow_llm_call_delays_only_its_own_entity(broker, pg_url, tmp_pa
         app_id=f"{prefix}-app", topic_tweets=f"{prefix}-tweets", topic_dlq=f"{prefix}-dlq",
         topic_negative=f"{prefix}-negative", topic_alerts=f"{prefix}-alerts",
         topic_partitions=1, alert_window_s=300, alert_min_negative=2, alert_cooldown_s=900,
+        alert_sensitivity=1.0,  # the second negative tweet over an empty baseline fires
         llm_base_url=server.base_url, llm_timeout_s=20.0, llm_retries=0)
     broker.create_topics([settings.topic_tweets, settings.topic_dlq, settings.topic_negative,
                           settings.topic_alerts], 1)
@@ -300,7 +313,9 @@ async def test_a_slow_llm_call_delays_only_its_own_entity(broker, pg_url, tmp_pa
                                            f"{name.title()}co is down again {i}", "negative",
                                            i) for i in range(2)}
     await store(pg_url, tweets, base)
-    await publish(settings, settings.topic_negative, negative_records(tweets, base))
+    watched = {key: surface for key, surface, *_ in tweets.values()}
+    await publish(settings, settings.topic_negative,
+                  negative_records(tweets, base, watched=watched))
     worker = start_worker(settings, tmp_path, "lanes")
     try:
         alerts = await read_topic(settings, settings.topic_alerts, expect=4, timeout=90)

@@ -21,10 +21,11 @@ from llm_server import MODEL, LLMServer
 from test_alert_agent import read_topic
 
 from stream.alerting import alert_from_row, alert_id_for
-from stream.prompts import display_name, type_name
+from stream.prompts import display_name
 from stream.publish import Outgoing, publish, read_shared_tweets
 from stream.records import encode, tweet_record
 from stream.settings import Settings
+from stream.spikes import SpikeStats, SpikeThresholds, WindowCounts, judge
 from stream.storage import Alert, EntityMention, Tweet, create_engine
 from stream.worker_process import WorkerProcess
 
@@ -87,35 +88,42 @@ async def rows(url: str, ids: list[str]) -> tuple[list, list[dict]]:
 
 
 def oracle(settings: Settings, mentions: list) -> dict[str, tuple[int, int, datetime]]:
-    """The alerts the policy must fire, replayed in event-time order:
-    id -> (negative tweets, tweets, window end)."""
+    """The alerts the policy must fire, replayed in event-time order: id -> (negative tweets,
+    tweets). The counts per window are recomputed here from the stored rows; the decision on
+    them is ``stream.spikes.judge`` (discovered entities' thresholds). The window end is
+    the third item (alert ids are hashes)."""
     by_key = defaultdict(list)
     for m in mentions:
         by_key[m.entity_key].append(m)
     window = timedelta(seconds=settings.alert_window_s)
     cooldown = timedelta(seconds=settings.alert_cooldown_s)
+    thresholds = SpikeThresholds.from_settings(settings, watched=False)
     fired: dict[str, list[datetime]] = defaultdict(list)
     expected: dict[str, tuple[int, int, datetime]] = {}
+
+    def negative(o) -> bool:
+        return o.sentiment == "negative" and o.p_negative >= settings.negative_threshold
+
     for m in mentions:
-        if m.sentiment != "negative" or m.p_negative < settings.negative_threshold:
+        if not negative(m):
             continue
         end = m.created_at
         alert_id = alert_id_for(m.entity_key, end - window, end)
         if alert_id in expected:
             continue
-        inside = [o for o in by_key[m.entity_key] if end - window < o.created_at <= end]
-        # Distinct tweets, not mention rows.
-        total = len({o.tweet_id for o in inside})
-        negative = len({o.tweet_id for o in inside if o.sentiment == "negative"
-                        and o.p_negative >= settings.negative_threshold})
-        if negative < settings.alert_min_negative:
-            continue
-        if negative / total < settings.alert_min_negative_share:
-            continue
         if any(abs(other - end) < cooldown for other in fired[m.entity_key]):
             continue
+        counts = []
+        for k in range(settings.alert_baseline_windows + 1):
+            inside = [o for o in by_key[m.entity_key]
+                      if end - (k + 1) * window < o.created_at <= end - k * window]
+            counts.append(WindowCounts(negative=len({o.tweet_id for o in inside if negative(o)}),
+                                       tweets=len({o.tweet_id for o in inside})))
+        stats = SpikeStats(current=counts[0], baseline=tuple(counts[1:]))
+        if not judge(thresholds, stats).fire:
+            continue
         fired[m.entity_key].append(end)
-        expected[alert_id] = (negative, total, end)
+        expected[alert_id] = (counts[0].negative, counts[0].tweets, end)
     return expected
 
 
@@ -131,6 +139,7 @@ async def test_real_tweets_alert_once_per_window_llm_then_template_across_restar
         kafka_bootstrap_servers=broker.bootstrap_servers, database_url=pg_url,
         app_id=f"{run}-app", topic_partitions=1, kafka_session_timeout_s=3.0, max_batch=32,
         alert_window_s=300, alert_min_negative=2, alert_min_negative_share=0.5,
+        alert_scope="all", alert_discovered_min_negative=2, alert_discovered_sensitivity=2.0,
         alert_cooldown_s=600, llm_base_url=server.base_url, llm_timeout_s=3.0,
         llm_retries=0, **names)
     tweets = real_tweets(settings, run)
@@ -179,8 +188,8 @@ async def test_real_tweets_alert_once_per_window_llm_then_template_across_restar
 
     assert sorted(in_table, key=order) == sorted(on_topic, key=order)
     for alert in in_table:
-        counts = (alert["negative_mentions"], alert["mentions"])
-        assert counts == expected[alert["alert_id"]][:2]
+        assert (alert["negative_mentions"], alert["mentions"]) == \
+            expected[alert["alert_id"]][:2]
         assert set(alert["tweet_ids"]) <= {t[0] for t in tweets}
         phase_one = datetime.fromisoformat(alert["window_end"]) < split
         if phase_one:
@@ -188,10 +197,12 @@ async def test_real_tweets_alert_once_per_window_llm_then_template_across_restar
             assert display_name(alert["entity"]) in alert["text"]
         else:
             assert (alert["generator"], alert["model"]) == ("template", None), alert
+            # Discovered entities: the model's type word is not printed.
             assert alert["text"].startswith(
-                f"Alert: negative sentiment toward the {type_name(alert['type'])} "
-                f"{display_name(alert['entity'])}: {alert['negative_mentions']} of "
-                f"{alert['mentions']} mentions")
+                f"Alert: negative sentiment toward {display_name(alert['entity'])}: "
+                f"{alert['negative_mentions']} of {alert['mentions']} mentions")
+            assert alert["reason"]["rule"] in ("count", "share")
+            assert alert["examples"], alert
     assert {a["alert_id"] for a in phase1} <= set(topic_ids)
     # One alert per window per entity: fired alerts of an entity are a cooldown apart.
     ends = defaultdict(list)

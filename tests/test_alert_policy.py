@@ -186,7 +186,9 @@ def alert_row(key: str, end: datetime) -> dict:
             "entity_key": key, "type": "company", "window_start": start.isoformat(),
             "window_end": end.isoformat(), "negative_mentions": 3, "mentions": 4,
             "tweet_ids": ["a", "b", "c"], "text": f"Alert: {key} trouble", "generator": "template",
-            "model": None, "created_at": end.isoformat()}
+            "model": None, "created_at": end.isoformat(), "watch": key.title(),
+            "reason": {"rule": "count", "negative_tweets": 3, "baseline_mean": 0.5},
+            "examples": ["a text", "b text"]}
 
 
 async def test_cooldown_and_idempotent_insert(engine, key):

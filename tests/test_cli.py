@@ -148,9 +148,9 @@ def test_db_upgrade_on_sqlite(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     done = tweetwatch("db", "upgrade", env={"TWEETWATCH_DATABASE_URL": url})
     assert done.returncode == 0, done.stderr
-    assert "database at revision 0001" in done.stdout
+    assert "database at revision 0002" in done.stdout
     done = tweetwatch("db", "current", env={"TWEETWATCH_DATABASE_URL": url})
-    assert done.stdout.strip() == "0001"
+    assert done.stdout.strip() == "0002"
 
 
 def test_analyze_json_lines() -> None:
@@ -207,7 +207,8 @@ def test_demo_runs_end_to_end() -> None:
     negatives = int(out.split("rejected to the DLQ, ")[1].split(" negative")[0])
     assert negatives > 0
     assert out.count("negative ") >= min(negatives, 25)
-    assert "reputation history: most-mentioned entities" in out
+    assert "watching 29 entities from" in out  # the demo's own watchlist
+    assert "reputation history: most-mentioned watched entities" in out
     assert "tweetwatch history '" in out
     assert "tweetwatch serve, then open http://localhost:8080/" in out
 

@@ -148,6 +148,8 @@ async def test_no_message_stops_the_worker(broker, pg_url, tmp_path: Path) -> No
     settings = Settings(
         kafka_bootstrap_servers=broker.bootstrap_servers, database_url=pg_url,
         app_id=f"{run}-app", topic_partitions=4, max_batch=64, alert_min_negative=1,
+        # The model's own entities alert here (no watchlist), from their first negative tweet.
+        alert_scope="all", alert_discovered_min_negative=1, alert_discovered_sensitivity=0.5,
         alert_cooldown_s=60, llm_base_url=llm.base_url, llm_api_key="sk-fuzz-secret",
         llm_timeout_s=3.0, llm_retries=0, **names)
     rng = random.Random(20261207)

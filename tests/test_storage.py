@@ -97,7 +97,11 @@ def test_migrations_go_down_and_up(tmp_path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
     assert current_revision(url) is None
     upgrade(url)
-    assert current_revision(url) == "0001"
+    assert current_revision(url) == "0002"
+    downgrade(url, "0001")
+    inspector = sa.inspect(sa.create_engine(f"sqlite:///{tmp_path / 'm.db'}"))
+    assert "watched_entities" not in inspector.get_table_names()
+    assert "watch" not in {c["name"] for c in inspector.get_columns("entity_mentions")}
     downgrade(url, "base")
     assert current_revision(url) is None
     inspector = sa.inspect(sa.create_engine(f"sqlite:///{tmp_path / 'm.db'}"))

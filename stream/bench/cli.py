@@ -94,3 +94,26 @@ def pipeline_command(tweets: int, rates: str, workers: str, partitions: int,
 
     click.echo(markdown(doc))
     click.echo("wrote " + ", ".join(str(p) for p in paths), err=True)
+
+
+@bench_group.command("matcher")
+@click.option("--aliases", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Aliases on the watchlist (real names from the shared gazetteers).")
+@click.option("--tweets", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Real tweets (SemEval-2017 topic test) per pass.")
+@click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Micro-batch size (the worker's default).")
+@click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              default=DEFAULT_OUT / "matcher", show_default=True)
+def matcher_command(aliases: int, tweets: int, batch: int, passes: int, out: Path) -> None:
+    """Cost of matching a large watchlist, against the model's time per tweet (medians)."""
+    from stream.bench.matcher import bench_matcher, markdown, write_result
+    from stream.cli import load_settings, user_errors
+
+    settings = load_settings()
+    with user_errors("matcher benchmark failed"):
+        result = bench_matcher(settings, aliases, tweets, batch, passes)
+        path = write_result(result, out)
+    click.echo(markdown(result))
+    click.echo(f"wrote {path}")
