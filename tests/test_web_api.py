@@ -28,7 +28,7 @@ from serve_process import ServeProcess
 from stream.alerting import insert_alert
 from stream.records import WIRE_VERSION
 from stream.settings import Settings
-from stream.storage import create_engine, store_batch
+from stream.storage import WatchedEntityRow, create_engine, store_batch
 from stream.web.app import create_app
 
 if TYPE_CHECKING:
@@ -76,6 +76,9 @@ async def _fill(url: str) -> None:
         async with engine.begin() as conn:
             await store_batch(conn, tweets, mentions)
             await insert_alert(conn, _alert("acme:a1", "acme", _at(1.0), ["t1", "t2"]))
+            await conn.execute(WatchedEntityRow.__table__.insert(), [{
+                "key": "globex", "name": "Globex", "type": "company", "aliases": [],
+                "exclude": [], "updated_at": NOW}])
     finally:
         await engine.dispose()
 
@@ -103,8 +106,10 @@ def _hour(at: datetime) -> str:
 
 def test_entities_with_change_against_the_previous_period(client: TestClient) -> None:
     body = client.get("/api/entities", params={"hours": 24}).json()
-    assert [e["entity_key"] for e in body["entities"]] == ["acme", "globex"]
-    acme = body["entities"][0]
+    # Globex is on the watchlist: first, though Acme is mentioned more.
+    assert [(e["entity_key"], e["watched"]) for e in body["entities"]] == [("globex", True),
+                                                                          ("acme", False)]
+    acme = body["entities"][1]
     assert acme["entity"] == "Acme"  # the most common spelling
     assert (acme["mentions"], acme["negative"], acme["previous_mentions"]) == (3, 2, 2)
     assert acme["negative_share"] == round(2 / 3, 4)
@@ -113,7 +118,7 @@ def test_entities_with_change_against_the_previous_period(client: TestClient) ->
     assert acme["negative_share_change"] == round(2 / 3 - 0.5, 4)
     assert acme["alerts"] == 1
     assert datetime.fromisoformat(acme["last_seen"]) == _at(1.0)
-    globex = body["entities"][1]
+    globex = body["entities"][0]
     assert globex["previous_mentions"] == 0 and globex["mentions_change"] is None
     # A two-hour period holds only the two newest mentions of Acme.
     short = client.get("/api/entities", params={"hours": 2}).json()["entities"]

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stream.alerting import alert_from_row
-from stream.storage import Alert, EntityMention, Tweet
+from stream.storage import Alert, EntityMention, Tweet, WatchedEntityRow
 
 Bucket = Literal["minute", "hour", "day"]
 Sentiment = Literal["negative", "neutral", "positive"]
@@ -30,6 +30,7 @@ _SQLITE_BUCKET = {
 _mentions = EntityMention.__table__
 _tweets = Tweet.__table__
 _alerts = Alert.__table__
+_watched = WatchedEntityRow.__table__
 
 
 def aware(value: datetime | str) -> datetime:
@@ -59,6 +60,7 @@ class EntitySummary:
     previous_mentions: int
     previous_negative: int
     alerts: int
+    watched: bool
     first_seen: datetime
     last_seen: datetime
 
@@ -81,6 +83,7 @@ class EntitySummary:
             "negative_share_change": (None if prev_share is None
                                       else round(share - prev_share, 4)),
             "alerts": self.alerts,
+            "watched": self.watched,
             "first_seen": self.first_seen.isoformat(),
             "last_seen": self.last_seen.isoformat(),
         }
@@ -108,21 +111,20 @@ async def _display_names(conn: AsyncConnection, keys: Sequence[str],
 
 async def entity_summaries(conn: AsyncConnection, hours: int, limit: int,
                            now: datetime) -> list[EntitySummary]:
-    """The entities mentioned in the last ``hours`` hours, most-mentioned first, each with its
-    counts in the ``hours`` before that and the alerts that fired for it in the period.
-
-    The ordering is a list of sort keys on one grouped query: a watchlist adds its
-    ``watched`` flag (a join on the entity key) in front of them.
-    """
+    """The entities mentioned in the last ``hours`` hours, watched ones (on the watchlist)
+    first, then most-mentioned first, each with its counts in the ``hours`` before that and
+    the alerts that fired for it in the period."""
     start = now - timedelta(hours=hours)
     previous_start = start - timedelta(hours=hours)
     c = _mentions.c
     current = c.created_at >= start
     negative = c.sentiment == "negative"
     mentions = sa.func.sum(sa.case((current, 1), else_=0))
+    watched = (_watched.c.key.isnot(None)).label("watched")
     query = (
         sa.select(
             c.entity_key,
+            watched,
             mentions.label("mentions"),
             sa.func.sum(sa.case((current & negative, 1), else_=0)).label("negative"),
             sa.func.sum(sa.case((current, 0), else_=1)).label("previous_mentions"),
@@ -130,10 +132,11 @@ async def entity_summaries(conn: AsyncConnection, hours: int, limit: int,
             sa.func.min(sa.case((current, c.created_at), else_=None)).label("first_seen"),
             sa.func.max(sa.case((current, c.created_at), else_=None)).label("last_seen"),
         )
+        .outerjoin(_watched, _watched.c.key == c.entity_key)
         .where(c.created_at >= previous_start, c.created_at <= now, c.entity_key != "")
-        .group_by(c.entity_key)
+        .group_by(c.entity_key, _watched.c.key)
         .having(mentions > 0)
-        .order_by(mentions.desc(), c.entity_key)
+        .order_by(watched.desc(), mentions.desc(), c.entity_key)
         .limit(limit)
     )
     rows = (await conn.execute(query)).all()
@@ -155,6 +158,7 @@ async def entity_summaries(conn: AsyncConnection, hours: int, limit: int,
             previous_mentions=int(row.previous_mentions),
             previous_negative=int(row.previous_negative),
             alerts=alert_counts.get(row.entity_key, 0),
+            watched=bool(row.watched),
             first_seen=aware(row.first_seen),
             last_seen=aware(row.last_seen),
         )

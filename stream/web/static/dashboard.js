@@ -123,8 +123,9 @@ function drawChart(history, bucket, domain) {
 }
 
 function entityCard(entity) {
-  const card = el("article", { class: "card", "data-entity-key": entity.entity_key });
-  const head = el("h3", {}, entity.entity);
+  const card = el("article", { class: entity.watched ? "card watched" : "card",
+                               "data-entity-key": entity.entity_key });
+  const head = el("h3", {}, (entity.watched ? "★ " : "") + entity.entity);
   const change = entity.negative_share_change;
   const stats = el("span", { class: "stats" },
     `${entity.type} · ${entity.mentions} mentions · ${pct(entity.negative_share)} negative`);
