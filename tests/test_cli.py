@@ -247,3 +247,10 @@ def test_publish_skips_a_line_too_large_and_goes_on(topic_settings: Settings) ->
     assert "tweetwatch: line 2 not sent:" in done.stderr
     assert "published 2 messages" in done.stderr and "1 lines skipped" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_configuration_page_is_the_generated_table() -> None:
+    """docs/configuration.md carries `tweetwatch config --markdown` verbatim."""
+    done = tweetwatch("config", "--markdown")
+    page = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    assert done.stdout.strip() in page
