@@ -35,6 +35,7 @@ from faust.types import EventT, StreamT
 from faust.types.tuples import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from stream import metrics
 from stream.alerting import (
     AlertPolicy,
     InvalidNegativeRecord,
@@ -55,6 +56,7 @@ from stream.records import WIRE_VERSION, dead_letter_record, encode
 from stream.settings import Settings
 from stream.spikes import SpikeThresholds, judge, spike_stats
 from stream.storage import create_engine
+from stream.webhook import AlertWebhook
 from stream.worker_guard import crash_worker
 
 if TYPE_CHECKING:
@@ -120,6 +122,7 @@ class AlertWorker:
                                               force=True))
 
         await retry_outages(send, "sending a dead letter")
+        metrics.dead_letter(reason, agent="alert")
 
     async def _evaluate(self, mention: NegativeMention) -> dict[str, Any] | None:
         watched = mention.watch is not None
@@ -197,12 +200,18 @@ def register_alert_agent(app: faust.App, settings: Settings, topics: Topics) -> 
     async def alert(stream: StreamT) -> None:
         # The HTTP session must be created inside the worker's event loop.
         worker = AlertWorker(settings, topics, engine, ChatClient.from_settings(settings))
+        metrics.watch_llm(worker.client)
+        webhook = AlertWebhook.from_settings(settings)  # delivery off the agent's path
 
         acks: InOrderAcks[EventT] = InOrderAcks(lambda event: event.message.ack(app.consumer))
 
         async def handle(ticket: Ticket[EventT]) -> None:
-            await worker.handle(ticket.item.message)
+            alert = await worker.handle(ticket.item.message)
             acks.finish(ticket)  # only after the commit, and in offset order: see InOrderAcks
+            if alert is not None:
+                metrics.alert_fired(alert)
+                if webhook is not None:
+                    webhook.offer(alert)  # never waits: a bounded queue
 
         lanes: KeyedLanes[Ticket[EventT]] = KeyedLanes(handle, max_pending=_MAX_PENDING)
         try:
@@ -219,6 +228,8 @@ def register_alert_agent(app: faust.App, settings: Settings, topics: Topics) -> 
                     raise
         finally:
             await lanes.close()
+            if webhook is not None:
+                await webhook.close()
             if worker.client is not None:
                 await worker.client.close()
 

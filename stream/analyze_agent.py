@@ -32,6 +32,7 @@ from faust.types import EventT, StreamT
 from faust.types.tuples import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from stream import metrics
 from stream.faults import failure_reason, is_outage, retry_outages
 from stream.inference import Analyzer
 from stream.matcher import WatchMatcher
@@ -217,6 +218,7 @@ class BatchProcessor:
 
     async def _dead_letter(self, message: Message, reason: str,
                            now: datetime) -> asyncio.Future[Any]:
+        metrics.dead_letter(reason)
         record = dead_letter_record(message.value, reason, message.topic, message.partition,
                                     message.offset, now)
         return await self.topics.dlq.send(key=message.key, value=encode(record), force=True)
@@ -324,12 +326,14 @@ def register_analyze_agent(app: faust.App, settings: Settings, topics: Topics) -
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
     engine = create_engine(settings.database_url)
     processor = BatchProcessor(settings, topics, analyzer, engine, executor)
+    metrics.watch_batch_stats(processor.stats)
     within = settings.max_latency_ms / 1000.0
 
     async def analyze(stream: StreamT) -> None:
         async for events in stream.take_events(settings.max_batch, within=within):
             for event in events:
                 event.message.incref()  # see the module docstring
+            started = time.perf_counter()
             try:
                 await processor.process_or_dead_letter(events)
             except Exception as exc:
@@ -339,6 +343,7 @@ def register_analyze_agent(app: faust.App, settings: Settings, topics: Topics) -
                 log.exception("analyze agent failed; stopping the worker")
                 await crash_worker(app, exc)
                 raise
+            metrics.batch_committed(events, time.perf_counter() - started)
             for event in events:
                 event.message.ack(app.consumer)
 

@@ -21,6 +21,7 @@ from faust.types import TopicT
 from stream.alert_agent import register_alert_agent
 from stream.analyze_agent import register_analyze_agent
 from stream.kafka_consumer import transport_class
+from stream.metrics import serve_metrics
 from stream.settings import Settings
 
 
@@ -92,6 +93,7 @@ def create_app(settings: Settings, agents: Sequence[str] | None = None) -> faust
     )
     for name in chosen:
         AGENTS[name](app, settings, topics)
+    serve_metrics(app, settings)
     return app
 
 

@@ -24,6 +24,7 @@ from stream.alerts_cli import alerts_command
 from stream.lazy_group import LazyGroup
 from stream.settings import Settings, get_settings, safe_url, unknown_variables
 from stream.watch_cli import watch_group
+from stream.web.cli import serve_command
 
 _EXPECTED_ERRORS = (OSError, ValueError, DBAPIError, RuntimeError)
 
@@ -287,17 +288,26 @@ def topics(partitions: int | None, replication: int | None) -> None:
 @click.option("--watchlist", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML watchlist to track [default: the demo's own, stream/data/"
                    "demo_watchlist.yaml].")
+@click.option("--serve", "serve_port", type=click.IntRange(1, 65535), default=None,
+              is_flag=False, flag_value=8080, metavar="[PORT]",
+              help="Then serve the dashboard over the demo's store (port 8080 by default).")
 def demo(tweets: int, source: str, database_url: str | None, rate: float,
-         watchlist: Path | None) -> None:
+         watchlist: Path | None, serve_port: int | None) -> None:
     """Everything on this machine: embedded broker, store, worker, replay of real tweets."""
     from stream.demo import run_demo
+    from stream.web.cli import check_port_free, serve_forever
 
     settings = load_settings()
     if watchlist is not None:
         _file_matcher(watchlist)  # a bad file is a one-line error before anything starts
+    if serve_port is not None:
+        check_port_free("127.0.0.1", serve_port)
     with user_errors("demo failed"):
-        run_demo(settings, tweets=tweets, source=source, database_url=database_url, rate=rate,
-                 watchlist=watchlist)
+        store = run_demo(settings, tweets=tweets, source=source, database_url=database_url,
+                         rate=rate, watchlist=watchlist, serve_port=serve_port)
+    if serve_port is not None:
+        serve_forever(settings.model_copy(update={"database_url": store}), "127.0.0.1",
+                      serve_port, "warning")
 
 
 # --- broker -------------------------------------------------------------------------------
@@ -384,6 +394,7 @@ def config(markdown: bool) -> None:
 
 
 main.add_command(alerts_command)
+main.add_command(serve_command)
 main.add_command(watch_group)
 
 

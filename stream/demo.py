@@ -251,8 +251,9 @@ async def _store_watchlist(url: str, entities: Sequence[WatchedEntity]) -> None:
 
 def run_demo(settings: Settings, tweets: int, source: str, database_url: str | None,
              rate: float, console: Console | None = None,
-             watchlist: Path | None = None) -> None:
-    """Set everything up, replay ``tweets`` real tweets, print what the pipeline found.
+             watchlist: Path | None = None, serve_port: int | None = None) -> str:
+    """Set everything up, replay ``tweets`` real tweets, print what the pipeline found;
+    returns the store's URL (``serve_port``: the dashboard will be served on it next).
 
     The store's watchlist becomes ``watchlist`` (default: ``DEMO_WATCHLIST``, the people,
     organisations and brands of the demo's tweets), so the alerts are about tracked entities.
@@ -293,3 +294,9 @@ def run_demo(settings: Settings, tweets: int, source: str, database_url: str | N
         f"{tally.alerts} alerts")
     console.print(f"query it: TWEETWATCH_DATABASE_URL='{db_url}' tweetwatch history "
                   f"'{tally.top_entity}' --days 7")
+    if serve_port is None:
+        console.print(f"see it: TWEETWATCH_DATABASE_URL='{db_url}' tweetwatch serve, then open "
+                      "[bold]http://localhost:8080/[/] (or run the demo with --serve)")
+    else:
+        console.print(f"dashboard: open [bold]http://localhost:{serve_port}/[/] (Ctrl-C stops)")
+    return db_url

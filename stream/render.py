@@ -50,6 +50,10 @@ def settings_table(settings: Settings, console: Console | None = None) -> None:
         value = getattr(settings, name)
         if "key" in name and value:
             value = "***"
+        elif name == "alert_webhook_url" and value:
+            from stream.webhook import redacted_url
+
+            value = redacted_url(str(value))  # a Slack webhook's path is its secret
         elif name.endswith("_url") and value:
             value = safe_url(str(value))
         table.add_row(_env_name(name), str(value), info.description or "")

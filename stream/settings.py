@@ -170,6 +170,39 @@ class Settings(BaseSettings):
         False, description="Two-stage prompting: candidate alerts, then a selection prompt."
     )
 
+    # --- Dashboard, HTTP API, metrics, alert delivery -----------------------------------------
+    web_poll_s: float = Field(
+        2.0, gt=0, le=60, description="How often the live alert feed "
+        "(`GET /api/alerts/stream`) looks for new rows in the alerts table, seconds."
+    )
+    dashboard_url: str = Field(
+        "http://127.0.0.1:8080/", description="Public URL of `tweetwatch serve`, used in the "
+        "links of delivered alerts."
+    )
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Port of the worker's Prometheus endpoint "
+        "(/metrics); 0 = off. A port already taken (a second worker on the host) logs a "
+        "warning and the worker runs without it."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the metrics endpoint listens on (0.0.0.0 in a "
+        "container)."
+    )
+    alert_webhook_url: str | None = Field(
+        None, description="Post every alert to this URL as Slack-compatible JSON (a Slack "
+        "incoming webhook, or any receiver). Unset: no delivery."
+    )
+    alert_webhook_queue: int = Field(
+        1000, ge=1, description="Alerts waiting for webhook delivery at most; beyond, new "
+        "ones are not delivered (they stay on the topic and in the table)."
+    )
+    alert_webhook_retries: int = Field(
+        3, ge=0, description="Retries of a failed webhook delivery (exponential backoff)."
+    )
+    alert_webhook_timeout_s: float = Field(
+        5.0, gt=0, description="Timeout of one webhook request, seconds."
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _strip_kafka_scheme(cls, value: str) -> str:

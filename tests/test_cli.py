@@ -15,7 +15,7 @@ from stream.settings import Settings
 from stream.worker_process import settings_env
 
 COMMANDS = ["worker", "publish", "analyze", "history", "topics", "demo", "broker", "db",
-            "db upgrade", "db current", "config"]
+            "db upgrade", "db current", "config", "serve"]
 
 
 def tweetwatch(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
@@ -210,6 +210,7 @@ def test_demo_runs_end_to_end() -> None:
     assert "watching 29 entities from" in out  # the demo's own watchlist
     assert "reputation history: most-mentioned watched entities" in out
     assert "tweetwatch history '" in out
+    assert "tweetwatch serve, then open http://localhost:8080/" in out
 
 
 @pytest.mark.slow
@@ -246,3 +247,10 @@ def test_publish_skips_a_line_too_large_and_goes_on(topic_settings: Settings) ->
     assert "tweetwatch: line 2 not sent:" in done.stderr
     assert "published 2 messages" in done.stderr and "1 lines skipped" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_configuration_page_is_the_generated_table() -> None:
+    """docs/configuration.md carries `tweetwatch config --markdown` verbatim."""
+    done = tweetwatch("config", "--markdown")
+    page = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    assert done.stdout.strip() in page
