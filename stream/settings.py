@@ -171,6 +171,10 @@ class Settings(BaseSettings):
     )
 
     # --- Dashboard, HTTP API, metrics, alert delivery -----------------------------------------
+    api_token: str | None = Field(
+        None, description="Bearer token that `tweetwatch serve` requires for changing the "
+        "watchlist (POST/DELETE /api/watchlist). Unset: the watchlist is read-only over HTTP."
+    )
     web_poll_s: float = Field(
         2.0, gt=0, le=60, description="How often the live alert feed "
         "(`GET /api/alerts/stream`) looks for new rows in the alerts table, seconds."

@@ -329,3 +329,30 @@ def test_query_benchmark_runs(scratch_database: ScratchDatabase,
     assert "filled 3000 mentions of 50 entities" in out
     rows = [line for line in out.splitlines() if line.startswith("| `/api/")]
     assert len(rows) == 6 and all(float(r.split("|")[2]) > 0 for r in rows)
+
+
+def test_watchlist_is_changed_only_with_the_token(store: str) -> None:
+    """Read open; add and remove need TWEETWATCH_API_TOKEN as a bearer token; a server with
+    no token keeps the watchlist read-only."""
+    united = {"name": "United Airlines", "type": "company", "aliases": ["United", "@united"],
+              "exclude": ["manchester united"]}
+    with TestClient(create_app(Settings(database_url=store))) as open_server:
+        assert open_server.post("/api/watchlist", json=united).status_code == 403
+    with TestClient(create_app(Settings(database_url=store, api_token="t0ken"))) as client:
+        auth = {"Authorization": "Bearer t0ken"}
+        assert client.post("/api/watchlist", json=united).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.post("/api/watchlist", json=united, headers=wrong).status_code == 401
+        before = client.get("/api/watchlist").json()
+        added = client.post("/api/watchlist", json=united, headers=auth)
+        assert added.status_code == 201 and added.json() == united
+        after = client.get("/api/watchlist").json()
+        assert after["version"] > before["version"]
+        assert united in after["entities"]
+        bad = client.post("/api/watchlist", json={"name": "X", "colour": "red"}, headers=auth)
+        assert bad.status_code == 422 and "unknown field" in bad.json()["error"]
+        assert client.delete("/api/watchlist/@united", headers=wrong).status_code == 401
+        gone = client.delete("/api/watchlist/United%20Airlines", headers=auth)
+        assert gone.json() == {"removed": "United Airlines"}
+        assert client.delete("/api/watchlist/United%20Airlines", headers=auth).status_code == 404
+        assert united not in client.get("/api/watchlist").json()["entities"]

@@ -1,13 +1,16 @@
 """The FastAPI application of ``tweetwatch serve``: the JSON API and the dashboard page.
 
 Read-only over the store the worker writes (``TWEETWATCH_DATABASE_URL``: PostgreSQL, or the
-demo's SQLite file); the shapes are documented in docs/api.md and served as OpenAPI at
-``/openapi.json`` (browsable at ``/docs``). Bad query parameters answer 422 with a one-line
-``error`` beside FastAPI's usual ``detail`` list.
+demo's SQLite file), except the watchlist, which ``POST``/``DELETE /api/watchlist`` change
+when the request carries ``TWEETWATCH_API_TOKEN`` as a bearer token (no token configured: the
+watchlist is read-only over HTTP). The shapes are documented in docs/api.md and served as
+OpenAPI at ``/openapi.json`` (browsable at ``/docs``). Bad query parameters answer 422 with a
+one-line ``error`` beside FastAPI's usual ``detail`` list.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -23,6 +26,8 @@ from fastapi.staticfiles import StaticFiles
 from stream.settings import Settings
 from stream.storage import create_engine
 from stream.textproc import entity_key, nameable
+from stream.watch_store import load_watchlist, remove_entity, save_entities
+from stream.watchlist import InvalidWatchlist, entities_from_document
 from stream.web import queries
 from stream.web.feed import alert_events
 
@@ -175,6 +180,49 @@ def create_app(settings: Settings) -> FastAPI:
         if alert is None:
             raise HTTPException(404, detail=f"no alert {alert_id!r}")
         return alert
+
+    def require_token(request: Request) -> None:
+        if not settings.api_token:
+            raise HTTPException(403, detail="the watchlist is read-only here: set "
+                                "TWEETWATCH_API_TOKEN on the server to allow changes")
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {settings.api_token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(401, detail="missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/api/watchlist", tags=["watchlist"])
+    async def watchlist(request: Request) -> dict[str, Any]:
+        """The tracked entities (the file format of `tweetwatch watch export`, as JSON)."""
+        async with request.app.state.engine.connect() as conn:
+            version, entities = await load_watchlist(conn)
+        return {"version": version, "entities": [e.as_json() for e in entities]}
+
+    @app.post("/api/watchlist", tags=["watchlist"], status_code=201)
+    async def watch(request: Request, entity: Annotated[dict[str, Any], Body(
+            examples=[{"name": "United Airlines", "type": "company",
+                       "aliases": ["United", "@united"], "exclude": ["manchester united"]}])],
+                    ) -> dict[str, Any]:
+        """Add or replace one tracked entity (bearer token required); workers pick it up
+        within ``TWEETWATCH_WATCHLIST_POLL_S``."""
+        require_token(request)
+        try:
+            (watched,) = entities_from_document({"entities": [entity]})
+        except InvalidWatchlist as exc:
+            raise HTTPException(422, detail=str(exc)) from None
+        async with request.app.state.engine.begin() as conn:
+            await save_entities(conn, [watched])
+        return watched.as_json()
+
+    @app.delete("/api/watchlist/{name}", tags=["watchlist"])
+    async def unwatch(request: Request, name: str) -> dict[str, str]:
+        """Stop tracking an entity (bearer token required)."""
+        require_token(request)
+        async with request.app.state.engine.begin() as conn:
+            removed = await remove_entity(conn, name)
+        if removed is None:
+            raise HTTPException(404, detail=f"{name!r} is not on the watchlist")
+        return {"removed": removed}
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
