@@ -376,7 +376,7 @@ def template_alert(ctx: AlertContext) -> str:
     share = ctx.negative_mentions / ctx.mentions if ctx.mentions else 1.0
     text = (
         f"Alert: negative sentiment toward {_the(ctx, quote=False)}: "
-        f"{ctx.negative_mentions} of {ctx.mentions} mentions ({share:.0%}) in the "
+        f"{ctx.negative_mentions} of {ctx.mentions} tweets mentioning it ({share:.0%}) in the "
         f"{_window_phrase(ctx)} up to {ctx.window_end:%Y-%m-%d %H:%M} UTC were negative."
     )
     if ctx.tweets:

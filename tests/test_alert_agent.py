@@ -262,7 +262,7 @@ async def test_template_when_llm_is_down(topic_settings, pg_url, tmp_path):
                                [tweets[i][2] for i in alert["tweet_ids"]])
         assert alert["text"] == template_alert(context)
     assert await stored_alerts(pg_url, {"delta"}, base) == alerts
-    assert "Alert: negative sentiment toward the company Delta: 2 of 2 mentions (100%)" in (
+    assert "Alert: negative sentiment toward the company Delta: 2 of 2 tweets mentioning it (100%)" in (
         alerts[1]["text"])
 
 

@@ -200,7 +200,7 @@ async def test_real_tweets_alert_once_per_window_llm_then_template_across_restar
             # Discovered entities: the model's type word is not printed.
             assert alert["text"].startswith(
                 f"Alert: negative sentiment toward {display_name(alert['entity'])}: "
-                f"{alert['negative_mentions']} of {alert['mentions']} mentions")
+                f"{alert['negative_mentions']} of {alert['mentions']} tweets mentioning it")
             assert alert["reason"]["rule"] in ("count", "share")
             assert alert["examples"], alert
     assert {a["alert_id"] for a in phase1} <= set(topic_ids)
