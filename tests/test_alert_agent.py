@@ -262,8 +262,8 @@ async def test_template_when_llm_is_down(topic_settings, pg_url, tmp_path):
                                [tweets[i][2] for i in alert["tweet_ids"]])
         assert alert["text"] == template_alert(context)
     assert await stored_alerts(pg_url, {"delta"}, base) == alerts
-    assert "Alert: negative sentiment toward the company Delta: 2 of 2 tweets mentioning it (100%)" in (
-        alerts[1]["text"])
+    assert ("Alert: negative sentiment toward the company Delta: 2 of 2 tweets mentioning it "
+            "(100%)") in alerts[1]["text"]
 
 
 async def test_alerts_follow_prints_new_alerts_as_they_arrive(topic_settings, tmp_path):

@@ -170,8 +170,8 @@ def test_template_is_deterministic_and_complete():
     text = template_alert(ctx)
     assert text == template_alert(ctx)
     assert text == (
-        "Alert: negative sentiment toward the company Verizon: 3 of 4 tweets mentioning it (75%) in the "
-        "5 minutes up to 2026-11-21 12:05 UTC were negative. "
+        "Alert: negative sentiment toward the company Verizon: 3 of 4 tweets mentioning it "
+        "(75%) in the 5 minutes up to 2026-11-21 12:05 UTC were negative. "
         'Example: "Verizon has been down all morning, no signal anywhere"'
     )
     spammy = context(tweets=["Verizon scam \x07 see http://evil.example now \U0001F621\U0001F621"])
