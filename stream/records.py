@@ -109,7 +109,7 @@ def short_repr(value: Any) -> str:
     return type(value).__name__
 
 
-def load_json(raw: bytes) -> Any:
+def load_json(raw: bytes | str) -> Any:
     """``json.loads`` whose every failure is a ``ValueError`` with a readable message: JSON
     nested thousands deep (``RecursionError``) and integers of thousands of digits (Python's
     int limit) are malformed input like any other."""
@@ -141,7 +141,7 @@ def parse_tweet(raw: bytes | None, max_text_chars: int) -> TweetIn:
     except UnicodeDecodeError as exc:
         raise InvalidTweet(f"invalid UTF-8 at byte {exc.start}") from None
     try:
-        doc = load_json(decoded.encode("utf-8"))
+        doc = load_json(decoded)
     except ValueError as exc:
         raise InvalidTweet(f"malformed JSON: {exc}") from None
     if not isinstance(doc, dict):
