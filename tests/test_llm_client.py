@@ -55,6 +55,17 @@ async def test_good_answer_and_request_shape(server):
     assert server.authorizations == ["Bearer sekret"]
 
 
+async def test_no_key_sends_no_authorization(server, monkeypatch):
+    """A local model wants no key: none is sent, not even one from OPENAI_API_KEY."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    client = make_client(server)
+    try:
+        await client.complete(PROMPT)
+    finally:
+        await client.close()
+    assert server.authorizations == [None]
+
+
 async def test_retries_transient_errors_then_succeeds(server):
     server.script = ["error", "error"]
     client = make_client(server, retries=2)
