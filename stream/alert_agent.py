@@ -63,7 +63,7 @@ from stream.webhook import AlertWebhook
 from stream.worker_guard import crash_worker
 
 if TYPE_CHECKING:
-    from stream.app import Topics
+    from stream.topics import Topics
 
 log = logging.getLogger(__name__)
 

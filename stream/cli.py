@@ -264,11 +264,13 @@ def history(entity: str, days: int, as_json: bool) -> None:
               help="Replication factor [default: TWEETWATCH_TOPIC_REPLICATION].")
 def topics(partitions: int | None, replication: int | None) -> None:
     """Create the app's topics on a real Kafka broker (existing ones are left alone)."""
-    from infra.topics import create_topics
+    from stream.topics import ensure_topics, topic_names
 
     settings = load_settings(topic_partitions=partitions, topic_replication=replication)
-    created = run_async(f"cannot create topics on {settings.kafka_bootstrap_servers}",
-                        lambda: create_topics(settings))
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the error below says it once
+    with user_errors(f"cannot create topics on {settings.kafka_bootstrap_servers}"):
+        created = ensure_topics(settings.kafka_bootstrap_servers, topic_names(settings),
+                                settings.topic_partitions, settings.topic_replication)
     for name, was_created in created.items():
         click.echo(f"{name}: {'created' if was_created else 'exists'}")
 
@@ -326,16 +328,16 @@ def broker(kind: str) -> None:
     import signal
     import threading
 
-    from stream.app import topic_names
     from stream.broker import EmbeddedBroker
     from stream.tansu import TansuBroker
+    from stream.topics import ensure_topics, topic_names
 
     settings = load_settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     factory = TansuBroker if kind == "tansu" else EmbeddedBroker
     with user_errors(f"cannot start the {kind} broker"), factory() as embedded:
-        embedded.create_topics(topic_names(settings), settings.topic_partitions)
+        ensure_topics(embedded, topic_names(settings), settings.topic_partitions)
         click.echo(f"TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap_servers}")
         click.echo(f"topics: {', '.join(topic_names(settings))} "
                    f"({settings.topic_partitions} partitions); Ctrl-C stops", err=True)

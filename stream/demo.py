@@ -25,13 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from infra.migrate import upgrade
-from stream.app import topic_names
 from stream.broker import EmbeddedBroker
 from stream.history import entity_history, top_entities
 from stream.publish import publish, replay_messages
 from stream.records import AlertRecord, NegativeMention, parse_record
 from stream.settings import Settings
 from stream.storage import EntityMention, Tweet, create_engine
+from stream.topics import ensure_topics, topic_names
 from stream.watch_store import save_entities
 from stream.watchlist import WatchedEntity, read_watchlist
 from stream.worker_process import WorkerProcess
@@ -268,7 +268,7 @@ def run_demo(settings: Settings, tweets: int, source: str, database_url: str | N
     db_url = database_url or f"sqlite+aiosqlite:///{workdir / 'tweetwatch.db'}"
     started = time.monotonic()
     with EmbeddedBroker() as broker:
-        broker.create_topics(topic_names(settings), settings.topic_partitions)
+        ensure_topics(broker, topic_names(settings), settings.topic_partitions)
         demo_settings = settings.model_copy(update={
             "kafka_bootstrap_servers": broker.bootstrap_servers,
             "database_url": db_url,
