@@ -108,7 +108,7 @@ def alerts_command(follow_: bool, from_beginning: bool, limit: int, max_alerts: 
                    as_json: bool) -> None:
     """Print alerts: the last stored ones (alerts table), then, with --follow, new ones from
     the alerts topic as they arrive."""
-    from stream.cli import load_settings, run_async
+    from stream.cli_common import load_settings, run_async
     from stream.settings import safe_url
 
     settings = load_settings()

@@ -319,11 +319,11 @@ def test_demo_serve_prints_the_url_and_serves_its_store(tmp_path: Path) -> None:
 
 def test_query_benchmark_runs(scratch_database: ScratchDatabase,
                               capsys: pytest.CaptureFixture[str]) -> None:
-    """`python -m stream.bench.api` (docs/api.md's query timings), on a small store."""
-    from stream.bench.api import main
+    """`tweetwatch bench api` (docs/api.md's query timings), on a small store."""
+    from benchmarks.api import main
 
     main(["--database-url", scratch_database.url, "--mentions", "3000", "--entities", "50",
-          "--repeat", "2"])
+          "--repeat", "2"], standalone_mode=False)
     out = capsys.readouterr().out
     assert "filled 3000 mentions of 50 entities" in out
     rows = [line for line in out.splitlines() if line.startswith("| `/api/")]
