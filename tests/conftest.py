@@ -44,6 +44,14 @@ class Broker:
         ensure_topics(self.embedded or self.bootstrap_servers, names, partitions)
 
 
+# The LLM client is the openai SDK, which reads OPENAI_* variables (key, organisation, project,
+# base URL) from the environment. The tests' LLM is the loopback server of llm_server.py,
+# named by base_url: no variable of the developer's environment may add to its requests or
+# point anything elsewhere. Worker processes inherit this environment.
+for _name in [n for n in os.environ if n.startswith("OPENAI_")]:
+    del os.environ[_name]
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

@@ -197,6 +197,18 @@ def test_backoff_grows_exponentially_with_bounded_jitter():
         assert len(delays) > 1  # jittered
 
 
+async def test_requests_go_to_the_configured_endpoint_only(server, monkeypatch):
+    """The SDK would read OPENAI_BASE_URL; the configured base URL wins, so a test's requests
+    reach the loopback server and nothing else."""
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens
+    client = make_client(server)
+    try:
+        await client.complete(PROMPT)
+    finally:
+        await client.close()
+    assert len(server.requests) == 1
+
+
 def test_from_settings_without_endpoint_is_none():
     assert ChatClient.from_settings(Settings(llm_base_url=None)) is None
     client = ChatClient.from_settings(
