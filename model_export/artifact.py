@@ -27,7 +27,7 @@ from model_export.heads import SERVING_HEAD, labels_document
 from model_export.readers import read_conll
 from model_export.recipe import TrainConfig
 from model_export.train import EnsembleResult, TrainResult, head_summary
-from stream.inference import MODEL_CARD, MODEL_FILES, file_sha256
+from stream.inference import MODEL_CARD, MODEL_FILES, file_sha256, read_model_card
 
 if TYPE_CHECKING:
     import torch
@@ -130,6 +130,19 @@ def export_checked(model: torch.nn.Module, vocab: Vocab, out_dir: Path, data_dir
     return worst
 
 
+def teacher_summary(config: TrainConfig) -> dict | None:
+    """Which artifact taught this one (distillation), by version and weights; None without."""
+    if not config.teacher:
+        return None
+    teacher = Path(config.teacher)
+    return {"path": str(teacher), "version": read_model_card(teacher).get("version"),
+            "model_sha256": file_sha256(teacher / MODEL_FILES["fp32"]),
+            "architecture": read_model_card(teacher).get("architecture"),
+            "unlabeled_files": list(config.unlabeled_files),
+            "unlabeled_per_epoch": config.unlabeled_per_epoch,
+            "temperature": config.temperature, "head_weights": config.head_weights}
+
+
 def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -> dict:
     """Export, check parity, quantise and evaluate; returns the model card."""
     import onnx
@@ -174,6 +187,7 @@ def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -
                 "semeval2017_4a is the 4A dev split (held-out topics, or val where "
                 "train_config.sentiment_dev_topics is 0), semeval2017_4a_val is val beside it",
                 "objective": result.dev_objective, "scores": result.dev},
+        "teacher": teacher_summary(config),
         "calibration_method": CALIBRATION,
         "export": {"opset": 17, "parity_max_abs_diff": worst,
                    "int8": "onnxruntime dynamic quantisation (MatMul, Gemm, Gather, LSTM)",

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from model_export.corpus import IGNORE, Example
+from model_export.distill import DISTILL_TASK, soft_tensors
 from model_export.heads import HEAD_BY_NAME
 from model_export.recipe import TrainConfig
 from stream.textproc import UNK_ID, Vocab
@@ -19,7 +20,8 @@ def epoch_batches(
     sets: dict[str, list[Example]], config: TrainConfig, rng: random.Random
 ) -> list[list[Example]]:
     """Shuffled single-task batches; the big sentiment sets are subsampled per epoch."""
-    caps = {"sentiment": config.sentiment_per_epoch, "topic": config.topic_per_epoch}
+    caps = {"sentiment": config.sentiment_per_epoch, "topic": config.topic_per_epoch,
+            DISTILL_TASK: config.unlabeled_per_epoch}
     batches = []
     for task, examples in sets.items():
         chosen = list(examples) * config.oversample.get(task, 1)
@@ -100,4 +102,7 @@ def tensors(
     feeds["tweet"] = torch.tensor(
         [IGNORE if e.tweet_sentiment is None else e.tweet_sentiment for e in batch]
     )
+    if batch[0].soft is not None:
+        feeds.update({f"soft:{name}": value
+                      for name, value in soft_tensors(batch, steps).items()})
     return feeds

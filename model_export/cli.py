@@ -155,7 +155,11 @@ def train_command(recipe_path: Path | None, overrides: tuple[str, ...],
             data_dir or settings.data_dir, recipe=recipe_path or DEFAULT_RECIPE,
             overrides=changes, work_dir=work_dir, limit=limit,
             time_budget_s=None if time_budget_min is None else 60 * time_budget_min)
-    except ValueError as err:
+        if config.teacher:
+            from model_export.distill import check_teacher
+
+            check_teacher(Path(config.teacher))
+    except (ValueError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
 
     import torch

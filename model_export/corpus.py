@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from model_export.heads import HEAD_BY_NAME, NER_HEADS
@@ -24,6 +25,7 @@ from model_export.readers import (
     read_lines,
     read_sentiment_tsv,
 )
+from model_export.tmsc import read_tmsc
 from stream.predictions import SENTIMENTS
 from stream.textproc import URL_TOKEN, entity_key, normalize, tokenize
 
@@ -43,6 +45,8 @@ class Example:
     ner_tags: list[int] | None = None
     entity_sentiment: list[int] | None = None
     tweet_sentiment: int | None = None
+    # The teacher's outputs by ONNX output name (distillation examples only).
+    soft: dict[str, np.ndarray] | None = None
 
 
 def dev_shares(entries: Sequence[str]) -> dict[str, float]:
@@ -255,12 +259,49 @@ def topic_examples(data_dir: Path, split: str, limit: int | None = None) -> list
     return examples
 
 
-def unlabeled_token_lists(data_dir: Path) -> list[list[str]]:
-    """Token lists of ``unlabeled/tweets.txt``, one per line (with a progress bar: 140k
-    tweets), for the word vectors and the context task."""
-    return [[t.text for t in tokenize(line)]
-            for line in tqdm(read_lines(data_dir / "unlabeled" / "tweets.txt"),
-                             desc="tokenising unlabeled tweets", unit="tweet")]
+def join_marks(tokens: Sequence[str]) -> tuple[list[str], list[int]]:
+    """TMSC's tokens (``@ user``, ``# tag``) as the runtime tokeniser gives them (``@user``,
+    ``#tag``), and for each original token the index of the token it became part of."""
+    joined: list[str] = []
+    position: list[int] = []
+    for i, token in enumerate(tokens):
+        previous = tokens[i - 1] if i else ""
+        if previous in ("@", "#") and joined and joined[-1] == previous and (
+                token[:1].isalnum() or token[:1] == "_"):
+            joined[-1] += token
+        else:
+            joined.append(token)
+        position.append(len(joined) - 1)
+    return joined, position
+
+
+def tmsc_examples(data_dir: Path, split: str) -> list[Example]:
+    """TMSC pairs as token-level entity sentiment, one example per tweet holding the polarity
+    toward each of its targets on the target's tokens: several targets per tweet, often with
+    different polarities, teach the head that sentiment belongs to a mention, not the tweet."""
+    by_text: dict[tuple[str, ...], list[int]] = {}
+    joined_of: dict[tuple[str, ...], tuple[list[str], list[int]]] = {}
+    for example in read_tmsc(data_dir, split):
+        if example.tokens not in joined_of:
+            joined_of[example.tokens] = join_marks(example.tokens)
+        joined, position = joined_of[example.tokens]
+        polarity = by_text.setdefault(example.tokens, [IGNORE] * len(joined))
+        for i in range(position[example.start], position[example.end - 1] + 1):
+            polarity[i] = example.label
+    return [Example("tmsc", joined_of[text][0], entity_sentiment=polarity)
+            for text, polarity in by_text.items()]
+
+
+def unlabeled_token_lists(data_dir: Path,
+                          files: Sequence[str] = ("tweets.txt",)) -> list[list[str]]:
+    """Token lists of the unlabeled tweet files (``unlabeled/NAME``, one tweet a line), for
+    the word vectors and the distillation set; with a progress bar (320k tweets in all)."""
+    lists: list[list[str]] = []
+    for name in files:
+        lines = read_lines(data_dir / "unlabeled" / name)
+        lists.extend([t.text for t in tokenize(line)]
+                     for line in tqdm(lines, desc=f"tokenising {name}", unit="tweet"))
+    return lists
 
 
 def training_texts(data_dir: Path, mitchell_folds: Sequence[int]) -> list[list[str]]:

@@ -204,20 +204,23 @@ def evaluate(predict: Predictor, data_dir: Path, split: str, mitchell_folds: Seq
         "f1": round(float(np.mean([v["f1"] for v in folds.values()])), 1),
         "span_f1": round(float(np.mean([v["span_f1"] for v in folds.values()])), 1),
     }
+    results["tmsc"] = score_tmsc(predict, data_dir, split)
     if split == "test":
         results["semeval2017_topic"] = score_topic(predict, data_dir, split)
-        results["tmsc"] = score_tmsc(predict, data_dir, split)
     return results
 
 
-def dev_objective(results: dict, exclude: Sequence[str] = ()) -> float:
+def dev_objective(results: dict, exclude: Sequence[str] = (), tmsc: bool = False) -> float:
     """One number for early stopping: mean of the dev scores, all on a 0-100 scale.
 
     ``exclude`` names NER corpora whose dev split was trained on (their score would only
-    measure memorisation).
+    measure memorisation); ``tmsc`` adds the TMSC dev macro-F1 of the entity-sentiment head
+    (when TMSC trains it: the sentiment toward each mention is what users read).
     """
     scores = [results[name]["f1"] for name in ("wnut16", "wnut17", "btc") if name not in exclude]
     scores += [100 * results["semeval2017_4a"]["macro_recall"], results["mitchell2013"]["f1"]]
+    if tmsc:
+        scores.append(results["tmsc"]["entity"]["macro_f1"])
     return float(np.mean(scores))
 
 

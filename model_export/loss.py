@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from model_export.corpus import IGNORE, Example
+from model_export.distill import soft_loss
 from model_export.heads import (
     ENTITY_SENTIMENT_OUTPUT,
     NER_HEADS,
@@ -33,7 +34,7 @@ class MultiTaskLoss:
 
     def __init__(self, sets: dict[str, list[Example]], config: TrainConfig) -> None:
         self.config = config
-        entity_labels = [x for ex in sets["mitchell2013"] + sets["topic"]
+        entity_labels = [x for ex in sets["mitchell2013"] + sets["topic"] + sets.get("tmsc", [])
                          for x in (ex.entity_sentiment or [])]
         tweet_labels = [e.tweet_sentiment for e in sets["sentiment"]]
         self.entity = nn.CrossEntropyLoss(weight=class_weights(entity_labels, 3),
@@ -86,4 +87,23 @@ class MultiTaskLoss:
         if batch[0].tweet_sentiment is not None:
             total = total + weights["tweet"] * self.tweet(
                 named[TWEET_SENTIMENT_OUTPUT], feeds["tweet"])
+        if batch[0].soft is not None:
+            total = total + self.distillation(named, feeds)
         return total
+
+    def distillation(self, named: dict[str, torch.Tensor],
+                     feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every head against the teacher's outputs (model_export.distill), over real tokens."""
+        weights, temperature = self.config.head_weights, self.config.temperature
+        steps = feeds["word_ids"].shape[1]
+        mask = (torch.arange(steps).unsqueeze(0) < feeds["lengths"].unsqueeze(1)).to(
+            torch.float32)
+        total = torch.zeros(())
+        for head in NER_HEADS:
+            total = total + weights["ner"] * soft_loss(
+                named[head.output], feeds[f"soft:{head.output}"], temperature, mask)
+        total = total + weights["entity"] * soft_loss(
+            named[ENTITY_SENTIMENT_OUTPUT], feeds[f"soft:{ENTITY_SENTIMENT_OUTPUT}"],
+            temperature, mask)
+        return total + weights["tweet"] * soft_loss(
+            named[TWEET_SENTIMENT_OUTPUT], feeds[f"soft:{TWEET_SENTIMENT_OUTPUT}"], temperature)

@@ -65,6 +65,8 @@ class TrainConfig:
     bow_from_vectors: bool = _in("network")
     entity_tweet: bool = _in("network")
     entity_detach_pooled: bool = _in("network")
+    unlabeled_files: tuple[str, ...] = _in("data")
+    tmsc_train: bool = _in("data")
     mitchell_folds: tuple[int, ...] = _in("data")
     sentiment_per_epoch: int = _in("data")
     topic_per_epoch: int = _in("data")
@@ -87,6 +89,10 @@ class TrainConfig:
     tweet_class_power: float = _in("train")
     task_weights: dict[str, float] = _in("train")
     tweet_prior_correction: bool = _in("train")
+    teacher: str = _in("distill")
+    unlabeled_per_epoch: int = _in("distill")
+    temperature: float = _in("distill")
+    head_weights: dict[str, float] = _in("distill")
     # Run controls (command options, not recipe values).
     work_dir: Path = Path("runs")
     limit: int | None = None  # examples per training set (tests and smoke runs)
@@ -113,6 +119,15 @@ class TrainConfig:
         if set(self.task_weights) != {"ner", "entity", "tweet"} or min(
                 self.task_weights.values()) < 0:
             raise ValueError("train.task_weights: a weight >= 0 for each of ner, entity, tweet")
+        if set(self.head_weights) != {"ner", "entity", "tweet"} or min(
+                self.head_weights.values()) < 0:
+            raise ValueError("distill.head_weights: a weight >= 0 for each of ner, entity, "
+                             "tweet")
+        if self.temperature <= 0:
+            raise ValueError(f"distill.temperature={self.temperature}: must be > 0")
+        if self.unlabeled_per_epoch < 0:
+            raise ValueError(f"distill.unlabeled_per_epoch={self.unlabeled_per_epoch}: "
+                             "a count >= 0")
         if self.hidden % 2 and any("bilstm" in member_spec(e)[0] for e in self.encoders):
             raise ValueError(f"network.hidden={self.hidden}: a BiLSTM encoder needs an even "
                              "width (half of it each way)")

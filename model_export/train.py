@@ -77,7 +77,7 @@ def seed_everything(seed: int) -> None:
 def prepare_vocab(config: TrainConfig) -> tuple[Vocab, np.ndarray, float]:
     """Vocabulary and initial word embeddings from unlabeled tweets plus training texts."""
     texts = training_texts(config.data_dir, config.mitchell_folds)
-    corpus = texts + unlabeled_token_lists(config.data_dir)
+    corpus = texts + unlabeled_token_lists(config.data_dir, config.unlabeled_files)
     vocab = build_vocab(corpus, config.max_words)
     vectors = train_vectors(normalised_corpus(corpus), config.work_dir / "embeddings",
                             config.word_dim, config.embedding_epochs, config.embedding_seed)
@@ -143,14 +143,16 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
             continue
         dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds,
                        config.dev_shares, config.sentiment_dev_topics)
-        score = dev_objective(dev, exclude=config.dev_trained)
+        score = dev_objective(dev, exclude=config.dev_trained, tmsc=config.tmsc_train)
         scheduler.step(score)
         history.append({"epoch": epoch, "train_loss": round(running / max(1, len(batches)), 4),
                         "dev_objective": round(score, 2), "dev": dev})
         log.info("%s epoch %d loss %.3f dev %.2f (wnut16 %.1f wnut17 %.1f btc %.1f 4A %.3f "
-                 "mitchell %.1f)", member, epoch, running / max(1, len(batches)), score,
-                 dev["wnut16"]["f1"], dev["wnut17"]["f1"], dev["btc"]["f1"],
-                 dev["semeval2017_4a"]["macro_recall"], dev["mitchell2013"]["f1"])
+                 "mitchell %.1f tmsc %.1f/%.1f)", member, epoch,
+                 running / max(1, len(batches)), score, dev["wnut16"]["f1"],
+                 dev["wnut17"]["f1"], dev["btc"]["f1"], dev["semeval2017_4a"]["macro_recall"],
+                 dev["mitchell2013"]["f1"], dev["tmsc"]["entity"]["accuracy"],
+                 dev["tmsc"]["entity"]["macro_f1"])
         if score > best_score:
             best_score, best_dev, stale = score, dev, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -214,7 +216,8 @@ def train_ensemble(config: TrainConfig, vocab_and_vectors=None, jobs: int = 1) -
         predict = torch_predictor(model, prepared[0], LabelSpace(labels_document()))
         dev = evaluate(predict, config.data_dir, "dev", config.mitchell_folds,
                        config.dev_shares, config.sentiment_dev_topics)
-        objective = round(dev_objective(dev, exclude=config.dev_trained), 2)
+        objective = round(dev_objective(dev, exclude=config.dev_trained, tmsc=config.tmsc_train),
+                          2)
         log.info("served model (mean of %d), calibrated: dev objective %.2f", len(members),
                  objective)
     return EnsembleResult(model, prepared[0], members, dev, objective, prepared[2],

@@ -8,6 +8,7 @@ and every dev text that early stopping scores are kept out of training.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from model_export.corpus import (
     Example,
@@ -18,8 +19,11 @@ from model_export.corpus import (
     ner_examples,
     sentiment_examples,
     text_key,
+    tmsc_examples,
     topic_examples,
+    unlabeled_token_lists,
 )
+from model_export.distill import DISTILL_TASK, distill_examples
 from model_export.heads import NER_HEADS
 from model_export.recipe import TrainConfig
 
@@ -41,6 +45,14 @@ def load_training_sets(config: TrainConfig) -> dict[str, list[Example]]:
         e for fold in config.mitchell_folds
         for e in mitchell_examples(config.data_dir, fold, "train")
     ]
+    if config.tmsc_train:
+        sets["tmsc"] = tmsc_examples(config.data_dir, "train")
+    if config.teacher:
+        unlabeled = unlabeled_token_lists(config.data_dir, config.unlabeled_files)
+        if config.limit is not None:
+            unlabeled = unlabeled[: config.limit]
+        sets[DISTILL_TASK] = distill_examples(Path(config.teacher), unlabeled,
+                                              config.work_dir / "distill")
     sets["sentiment"] = sentiment_examples(config.data_dir, "train", config.limit)
     sets["topic"] = topic_examples(config.data_dir, "train", config.limit)
     held_topics = held_out_topic_texts(config.data_dir, config.sentiment_dev_topics)

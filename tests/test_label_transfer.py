@@ -50,7 +50,7 @@ def btc_batch():
         pytest.fail(f"shared data not found at {DATA} (set TWEETWATCH_DATA_DIR)")
     examples = [e for e in ner_examples(DATA, "btc", "train")[:400]
                 if any(t.startswith("@") for t in e.tokens) and any(e.ner_tags)][:16]
-    config = recipe_config(DATA, limit=50)
+    config = recipe_config(DATA, teacher="", limit=50)
     vocab = build_vocab([e.tokens for e in examples], 1000)
     feeds = tensors(examples, vocab, config, random.Random(0), train=False)
     loss = MultiTaskLoss(load_training_sets(config), config)
@@ -96,7 +96,7 @@ def test_btc_batches_train_the_wnut_heads_only_when_transfer_is_on(btc_batch):
                               len(HEAD_BY_NAME["targets"].tags), 3))
     outputs = (*outputs, torch.zeros(len(examples), 3, requires_grad=True))
     for weight, expect_grad in ((0.5, True), (0.0, False)):
-        config = recipe_config(DATA, limit=50, transfer_weight=weight)
+        config = recipe_config(DATA, teacher="", limit=50, transfer_weight=weight)
         loss = MultiTaskLoss(load_training_sets(config), config)
         for out in outputs:
             out.grad = None

@@ -19,6 +19,7 @@ from stream.settings import Settings
 from stream.textproc import Vocab
 
 DATA = Settings().data_dir
+MODEL_DIR = Settings().model_dir
 
 
 @pytest.fixture
@@ -44,17 +45,22 @@ def slice_vectors(sets: dict) -> tuple[Vocab, np.ndarray, float]:
 def test_short_training_run_lowers_the_loss(tmp_path: Path):
     if not (DATA / "wnut16").is_dir():
         pytest.fail(f"shared data not found at {DATA} (set TWEETWATCH_DATA_DIR)")
-    config = recipe_config(DATA, work_dir=tmp_path, limit=32, epochs=10,
-                         evaluate_dev=False, dropout=0.0, word_dropout=0.0, lowercase_prob=0.0)
+    # The shipped artifact as the teacher of the distillation set (any artifact with these
+    # heads can teach).
+    config = recipe_config(DATA, teacher=str(MODEL_DIR), work_dir=tmp_path, limit=32,
+                           epochs=10, evaluate_dev=False, dropout=0.0, word_dropout=0.0,
+                           lowercase_prob=0.0)
     sets = load_training_sets(config)
     prepared = slice_vectors(sets)
     vocab = prepared[0]
     result = train(config, prepared)
-    # limit=32 = one batch per task (WNUT16/17 oversampled twice): the same 8 batches an epoch.
-    assert sorted(sets) == ["btc", "mitchell2013", "sentiment", "topic", "wnut16", "wnut17"]
+    # limit=32 = one batch per task (WNUT16/17 oversampled twice): the same 10 batches an
+    # epoch.
+    assert sorted(sets) == ["btc", "distill", "mitchell2013", "sentiment", "tmsc", "topic",
+                            "wnut16", "wnut17"]
     assert all(len(examples) == 32 for examples in sets.values())
     losses = [h["train_loss"] for h in result.history]
-    assert len(losses) == 10 and len(result.losses) == 80
+    assert len(losses) == 10 and len(result.losses) == 100
     assert losses[-1] < 0.5 * losses[0]
     feeds = vocab.encode([["hello", "world"]])
     outputs = result.model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
@@ -66,7 +72,7 @@ def test_short_training_run_lowers_the_loss(tmp_path: Path):
 def test_frozen_word_vectors_with_own_bag_of_words_table(tmp_path: Path):
     """embedding_lr_scale=0 keeps the FastText rows exactly; with --bow-own-table the tweet
     head's own table (bow_dim) is what learns word polarities."""
-    config = recipe_config(DATA, work_dir=tmp_path, limit=32, epochs=2,
+    config = recipe_config(DATA, teacher="", work_dir=tmp_path, limit=32, epochs=2,
                          evaluate_dev=False, embedding_lr_scale=0.0, bow_dim=8,
                          bow_from_vectors=False)
     sets = load_training_sets(config)
@@ -96,7 +102,7 @@ def test_bag_of_words_from_the_word_vectors_folds_into_one_table(tmp_path: Path,
     """bow_from_vectors: words the sentiment tweets never hold keep a zero residual, so their
     bag row is their projected FastText vector; after training the projection is folded
     into the table and the network computes what it computed before the fold."""
-    config = recipe_config(DATA, work_dir=tmp_path, limit=32, epochs=2,
+    config = recipe_config(DATA, teacher="", work_dir=tmp_path, limit=32, epochs=2,
                          evaluate_dev=False, bow_dim=8, bow_from_vectors=True)
     sets = load_training_sets(config)
     prepared = slice_vectors(sets)
@@ -134,7 +140,7 @@ def test_bag_of_words_from_the_word_vectors_folds_into_one_table(tmp_path: Path,
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Path):
-    config = recipe_config(DATA, work_dir=tmp_path, limit=32, epochs=1,
+    config = recipe_config(DATA, teacher="", work_dir=tmp_path, limit=32, epochs=1,
                          evaluate_dev=False, encoders=("idcnn", "bilstm"))
     sets = load_training_sets(config)
     prepared = slice_vectors(sets)
@@ -158,7 +164,7 @@ def test_ensemble_trains_one_network_per_encoder_on_one_word_table(tmp_path: Pat
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_a_member_with_its_own_seed_is_that_seed_s_network(tmp_path: Path):
-    config = recipe_config(DATA, work_dir=tmp_path, limit=32, epochs=1, seed=13,
+    config = recipe_config(DATA, teacher="", work_dir=tmp_path, limit=32, epochs=1, seed=13,
                          evaluate_dev=False, encoders=("idcnn", "idcnn:14"))
     sets = load_training_sets(config)
     prepared = slice_vectors(sets)

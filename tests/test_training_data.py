@@ -64,11 +64,11 @@ def test_held_out_dev_texts_never_reach_training(data_dir: Path):
     """WNUT17 train re-annotates 996 WNUT16 dev tweets: while WNUT16 dev scores early
     stopping they must go; once WNUT16 dev is training data they may stay."""
     dev16 = {tuple(e.tokens) for e in ner_examples(data_dir, "wnut16", "dev")}
-    clean = load_training_sets(recipe_config(data_dir, train_with_dev=()))
+    clean = load_training_sets(recipe_config(data_dir, teacher="", train_with_dev=()))
     assert len(clean["wnut16"]) == 2394
     assert not any(tuple(e.tokens) in dev16 for e in clean["wnut17"])
     assert 2300 < len(clean["wnut17"]) < 3394
-    with_dev = load_training_sets(recipe_config(data_dir, train_with_dev=("wnut16",),
+    with_dev = load_training_sets(recipe_config(data_dir, teacher="", train_with_dev=("wnut16",),
                                               dev_repeat=1))
     assert len(with_dev["wnut16"]) == 2394 + 1000
     assert len(with_dev["wnut17"]) == 3394
@@ -80,7 +80,7 @@ def test_a_dev_share_trains_part_of_a_split_and_scores_the_rest(data_dir: Path):
     """``wnut17:0.5``: about half of WNUT17 dev trains, the other half is what early stopping
     and calibration see, and no tweet is on both sides; the split is the same every time."""
     dev17 = [tuple(e.tokens) for e in ner_examples(data_dir, "wnut17", "dev")]
-    config = recipe_config(data_dir, train_with_dev=("wnut16", "wnut17:0.5"),
+    config = recipe_config(data_dir, teacher="", train_with_dev=("wnut16", "wnut17:0.5"),
                          dev_repeat=1)
     assert config.dev_trained == ("wnut16",)
     sets = load_training_sets(config)
@@ -100,8 +100,8 @@ def test_dev_repeat_repeats_only_the_dev_tweets_that_train(data_dir: Path):
     times, the training split once, the held-out half never; 1 is the earlier recipes' set."""
     train16 = [tuple(e.tokens) for e in ner_examples(data_dir, "wnut16", "train")]
     once = load_training_sets(
-        recipe_config(data_dir, train_with_dev=("wnut16:0.5",), dev_repeat=1))
-    config = recipe_config(data_dir, train_with_dev=("wnut16:0.5",))
+        recipe_config(data_dir, teacher="", train_with_dev=("wnut16:0.5",), dev_repeat=1))
+    config = recipe_config(data_dir, teacher="", train_with_dev=("wnut16:0.5",))
     assert config.dev_repeat == 3
     thrice = load_training_sets(config)
     half = once["wnut16"][len(train16):]
@@ -112,16 +112,16 @@ def test_dev_repeat_repeats_only_the_dev_tweets_that_train(data_dir: Path):
     assert not held & {tuple(e.tokens) for e in thrice["wnut16"]}
     assert thrice["wnut17"] == once["wnut17"] and thrice["btc"] == once["btc"]
     with pytest.raises(ValueError, match="data.dev_repeat=0"):
-        recipe_config(data_dir, dev_repeat=0)
+        recipe_config(data_dir, teacher="", dev_repeat=0)
 
 
 def test_anonymised_training_tweets_hold_at_user_like_the_test_tweets(data_dir: Path):
     """``--anonymise-handles`` writes the 4A training handles as the test set's ``@user``;
     every other token, the label and the other tasks' texts stay as they were."""
     plain = load_training_sets(
-        recipe_config(data_dir, limit=2000, anonymise_handles=False))
+        recipe_config(data_dir, teacher="", limit=2000, anonymise_handles=False))
     anonymised = load_training_sets(
-        recipe_config(data_dir, limit=2000, anonymise_handles=True))
+        recipe_config(data_dir, teacher="", limit=2000, anonymise_handles=True))
     changed = 0
     for before, after in zip(plain["sentiment"], anonymised["sentiment"], strict=True):
         assert after.tweet_sentiment == before.tweet_sentiment
@@ -140,7 +140,7 @@ def test_anonymised_training_tweets_hold_at_user_like_the_test_tweets(data_dir: 
 @pytest.mark.parametrize("entry", ["wnut17:0", "wnut17:1.5", "wnut17:x", "mitchell", "btc:"])
 def test_a_malformed_dev_share_is_a_one_line_error(entry: str, data_dir: Path):
     with pytest.raises(ValueError, match="a dev split to train on"):
-        recipe_config(data_dir, train_with_dev=(entry,))
+        recipe_config(data_dir, teacher="", train_with_dev=(entry,))
     with pytest.raises(ValueError, match="once"):
         dev_shares(("wnut17:0.5", "wnut17"))
 
@@ -252,8 +252,8 @@ def test_held_out_topics_leave_training_and_become_the_4a_dev_split(data_dir: Pa
     assert len(dev) > 3000 and {e.tweet_sentiment for e in dev} == {0, 1, 2}
     assert not any(t.startswith(("http://", "https://")) for e in dev for t in e.tokens)
     assert any("@user" in e.tokens for e in dev)
-    sets = load_training_sets(recipe_config(data_dir, sentiment_dev_topics=0.2))
-    plain = load_training_sets(recipe_config(data_dir, sentiment_dev_topics=0.0))
+    sets = load_training_sets(recipe_config(data_dir, teacher="", sentiment_dev_topics=0.2))
+    plain = load_training_sets(recipe_config(data_dir, teacher="", sentiment_dev_topics=0.0))
     for task in ("sentiment", "topic"):
         assert not any(text_key(e.tokens) in held for e in sets[task])
     assert len(plain["sentiment"]) - len(sets["sentiment"]) == len(dev)
@@ -265,7 +265,7 @@ def test_held_out_topics_leave_training_and_become_the_4a_dev_split(data_dir: Pa
 @pytest.mark.parametrize("share", [-0.1, 1.0])
 def test_a_topic_share_outside_zero_to_one_is_a_one_line_error(share: float, data_dir: Path):
     with pytest.raises(ValueError, match="a share of the topics"):
-        recipe_config(data_dir, sentiment_dev_topics=share)
+        recipe_config(data_dir, teacher="", sentiment_dev_topics=share)
 
 
 def test_held_out_topics_score_the_4a_dev_term_and_its_prior_correction(untrained,
