@@ -13,6 +13,7 @@ Two sources, each for what it is good at:
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Callable
 
@@ -31,8 +32,11 @@ def format_alert(alert: AlertRecord) -> str:
 
 
 def emit(alert: AlertRecord, as_json: bool) -> None:
-    """Print one alert: its wire record (``--json``) or a readable line."""
-    click.echo(alert.model_dump_json() if as_json else format_alert(alert))
+    """Print one alert: its wire record (``--json``, one line) or a readable line."""
+    if as_json:
+        click.echo(json.dumps(alert.model_dump(mode="json"), ensure_ascii=False))
+    else:
+        click.echo(format_alert(alert))
 
 
 async def stored(settings: Settings, limit: int) -> list[AlertRecord]:
