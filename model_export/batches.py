@@ -39,7 +39,8 @@ _HASHTAGGABLE = re.compile(r"^[^\W_]+$")
 def hashtag_entities(example: Example, tags: Sequence[str], prob: float,
                      rng: random.Random) -> Example:
     """A copy of an NER example in which each entity span of plain words becomes, with
-    probability ``prob``, a single hashtag of the same type (``#BoyleHeights``)."""
+    probability ``prob``, a single hashtag of the same type (``#BoyleHeights``). The teacher's
+    outputs (``soft``) stay only when nothing was rewritten: they no longer fit the tokens."""
     if not example.ner_tags or prob <= 0:
         return example
     names = [tags[t] for t in example.ner_tags]
@@ -60,6 +61,8 @@ def hashtag_entities(example: Example, tags: Sequence[str], prob: float,
         tokens.extend(example.tokens[i:end])
         ids.extend(example.ner_tags[i:end])
         i = end
+    if tokens == example.tokens:
+        return example
     return Example(example.task, tokens, example.ner_head, ids)
 
 
@@ -102,7 +105,7 @@ def tensors(
     feeds["tweet"] = torch.tensor(
         [IGNORE if e.tweet_sentiment is None else e.tweet_sentiment for e in batch]
     )
-    if batch[0].soft is not None:
+    if any(e.soft is not None for e in batch):
         feeds.update({f"soft:{name}": value
                       for name, value in soft_tensors(batch, steps).items()})
     return feeds

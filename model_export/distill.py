@@ -11,6 +11,7 @@ outputs are cached under the work folder keyed by the teacher's weights and the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -115,18 +116,51 @@ def distill_examples(teacher_dir: Path, token_lists: Sequence[Sequence[str]],
     return examples
 
 
+def with_teacher(sets: dict[str, list[Example]], teacher_dir: Path,
+                 cache_dir: Path) -> dict[str, list[Example]]:
+    """The labelled examples with the teacher's outputs attached: on the tweets the gold
+    labels come from, the student also learns which other tags the teacher thought likely."""
+    distinct = list(dict.fromkeys(tuple(e.tokens) for examples in sets.values()
+                                  for e in examples if e.tokens))
+    outputs = teacher_outputs(check_teacher(teacher_dir), [list(t) for t in distinct],
+                              cache_dir)
+    offsets = outputs["offsets"]
+    row_of = {tokens: i for i, tokens in enumerate(distinct)}
+    result: dict[str, list[Example]] = {}
+    for task, examples in sets.items():
+        result[task] = []
+        for example in examples:
+            i = row_of.get(tuple(example.tokens))
+            if i is not None:
+                start, end = int(offsets[i]), int(offsets[i + 1])
+                soft = {name: outputs[name][start:end] for name in TOKEN_OUTPUTS}
+                soft[TWEET_SENTIMENT_OUTPUT] = outputs[TWEET_SENTIMENT_OUTPUT][i]
+                example = dataclasses.replace(example, soft=soft)
+            result[task].append(example)
+    return result
+
+
 def soft_tensors(batch: Sequence[Example], steps: int) -> dict[str, torch.Tensor]:
-    """The batch's teacher outputs as float tensors, token outputs padded to ``steps``."""
+    """The batch's teacher outputs as float tensors, token outputs padded to ``steps``, and
+    ``rows`` [B] (1 where the example has them: an augmentation that rewrote the tokens
+    drops them)."""
+    taught = [e for e in batch if e.soft is not None]
     feeds: dict[str, torch.Tensor] = {}
     for name in TOKEN_OUTPUTS:
-        width = batch[0].soft[name].shape[-1]  # type: ignore[index]
+        width = taught[0].soft[name].shape[-1]  # type: ignore[index]
         padded = np.zeros((len(batch), steps, width), dtype=np.float32)
         for row, example in enumerate(batch):
-            values = example.soft[name][:steps]  # type: ignore[index]
-            padded[row, : len(values)] = values
+            if example.soft is not None:
+                values = example.soft[name][:steps]
+                padded[row, : len(values)] = values
         feeds[name] = torch.from_numpy(padded)
-    feeds[TWEET_SENTIMENT_OUTPUT] = torch.from_numpy(np.stack(
-        [e.soft[TWEET_SENTIMENT_OUTPUT] for e in batch]).astype(np.float32))  # type: ignore[index]
+    width = taught[0].soft[TWEET_SENTIMENT_OUTPUT].shape[-1]  # type: ignore[index]
+    tweet = np.zeros((len(batch), width), dtype=np.float32)
+    for row, example in enumerate(batch):
+        if example.soft is not None:
+            tweet[row] = example.soft[TWEET_SENTIMENT_OUTPUT]
+    feeds[TWEET_SENTIMENT_OUTPUT] = torch.from_numpy(tweet)
+    feeds["rows"] = torch.tensor([e.soft is not None for e in batch], dtype=torch.float32)
     return feeds
 
 

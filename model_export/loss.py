@@ -87,7 +87,7 @@ class MultiTaskLoss:
         if batch[0].tweet_sentiment is not None:
             total = total + weights["tweet"] * self.tweet(
                 named[TWEET_SENTIMENT_OUTPUT], feeds["tweet"])
-        if batch[0].soft is not None:
+        if "soft:rows" in feeds:
             total = total + self.distillation(named, feeds)
         return total
 
@@ -96,8 +96,9 @@ class MultiTaskLoss:
         """Every head against the teacher's outputs (model_export.distill), over real tokens."""
         weights, temperature = self.config.head_weights, self.config.temperature
         steps = feeds["word_ids"].shape[1]
+        rows = feeds["soft:rows"]
         mask = (torch.arange(steps).unsqueeze(0) < feeds["lengths"].unsqueeze(1)).to(
-            torch.float32)
+            torch.float32) * rows.unsqueeze(1)
         total = torch.zeros(())
         for head in NER_HEADS:
             total = total + weights["ner"] * soft_loss(
@@ -106,4 +107,5 @@ class MultiTaskLoss:
             named[ENTITY_SENTIMENT_OUTPUT], feeds[f"soft:{ENTITY_SENTIMENT_OUTPUT}"],
             temperature, mask)
         return total + weights["tweet"] * soft_loss(
-            named[TWEET_SENTIMENT_OUTPUT], feeds[f"soft:{TWEET_SENTIMENT_OUTPUT}"], temperature)
+            named[TWEET_SENTIMENT_OUTPUT], feeds[f"soft:{TWEET_SENTIMENT_OUTPUT}"], temperature,
+            rows)

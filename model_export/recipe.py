@@ -90,6 +90,7 @@ class TrainConfig:
     task_weights: dict[str, float] = _in("train")
     tweet_prior_correction: bool = _in("train")
     teacher: str = _in("distill")
+    distill_labelled: bool = _in("distill")
     unlabeled_per_epoch: int = _in("distill")
     temperature: float = _in("distill")
     head_weights: dict[str, float] = _in("distill")

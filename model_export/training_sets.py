@@ -23,7 +23,7 @@ from model_export.corpus import (
     topic_examples,
     unlabeled_token_lists,
 )
-from model_export.distill import DISTILL_TASK, distill_examples
+from model_export.distill import DISTILL_TASK, distill_examples, with_teacher
 from model_export.heads import NER_HEADS
 from model_export.recipe import TrainConfig
 
@@ -72,6 +72,9 @@ def load_training_sets(config: TrainConfig) -> dict[str, list[Example]]:
             log.info("%s: dropped %d training texts that are in a dev set used for early "
                      "stopping", task, len(examples) - len(kept))
         sets[task] = kept
+    if config.teacher and config.distill_labelled:
+        labelled = {task: examples for task, examples in sets.items() if task != DISTILL_TASK}
+        sets.update(with_teacher(labelled, Path(config.teacher), config.work_dir / "distill"))
     return sets
 
 

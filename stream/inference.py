@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -128,9 +129,44 @@ def bio_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     return spans
 
 
+def id_spans(ids: np.ndarray, tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """``bio_spans`` of one tweet's tag ids (``tags[0]`` is ``O``), visiting only the tagged
+    tokens: most tweets hold none or one entity, so serving skips the per-token strings."""
+    spans: list[tuple[int, int, str]] = []
+    begin: int | None = None
+    kind = ""
+    previous = -2
+    for i in np.flatnonzero(ids).tolist():
+        tag = tags[ids[i]]
+        continues = (begin is not None and previous == i - 1 and tag[0] == "I"
+                     and tag[2:] == kind)
+        if begin is not None and not continues:
+            spans.append((begin, previous + 1, kind))
+            begin = None
+        if not continues:
+            begin, kind = i, tag[2:]
+        previous = i
+    if begin is not None:
+        spans.append((begin, previous + 1, kind))
+    return spans
+
+
+def span_probs(entity_logits: np.ndarray, start: int, end: int) -> tuple[float, float, float]:
+    """Sentiment probabilities toward a mention: softmax of its tokens' mean logits, in plain
+    Python (a mention's three numbers cost less so than through numpy's per-call overhead;
+    serving makes one per mention)."""
+    rows = entity_logits[start:end].tolist()
+    count = len(rows)
+    means = [sum(row[k] for row in rows) / count for k in range(3)]
+    top = max(means)
+    exps = [math.exp(x - top) for x in means]
+    total = exps[0] + exps[1] + exps[2]
+    return exps[0] / total, exps[1] / total, exps[2] / total
+
+
 def span_sentiment(entity_logits: np.ndarray, start: int, end: int) -> np.ndarray:
-    """Sentiment probabilities toward a mention: softmax of its tokens' mean logits."""
-    return softmax(entity_logits[start:end].mean(axis=0))
+    """``span_probs`` as an array (evaluation scores the same numbers serving stores)."""
+    return np.asarray(span_probs(entity_logits, start, end))
 
 
 class LabelSpace:
@@ -148,9 +184,19 @@ class LabelSpace:
             name: bio_constraints(head["tags"]) for name, head in self.ner_heads.items()
         }
 
+        for name, head in self.ner_heads.items():
+            if head["tags"][0] != "O":
+                raise ValueError(f"labels.json head {name}: the first tag must be O")
+
     @classmethod
     def load(cls, path: Path) -> LabelSpace:
         return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def tag_ids(self, outputs: dict[str, np.ndarray], lengths: np.ndarray,
+                head: str) -> np.ndarray:
+        """Best tag ids ``[B, T]`` of one NER head under the BIO constraints."""
+        start, trans = self._constraints[head]
+        return best_tags(outputs[self.ner_heads[head]["output"]], lengths, start, trans)
 
     def decode(
         self,
@@ -160,11 +206,7 @@ class LabelSpace:
     ) -> list[TokenAnalysis]:
         """Turn raw model outputs for a batch into per-example tags and sentiment scores."""
         names = list(self.ner_heads) if heads is None else list(heads)
-        decoded: dict[str, np.ndarray] = {}
-        for name in names:
-            logits = outputs[self.ner_heads[name]["output"]]
-            start, trans = self._constraints[name]
-            decoded[name] = best_tags(logits, lengths, start, trans)
+        decoded = {name: self.tag_ids(outputs, lengths, name) for name in names}
         tweet_probs = softmax(outputs[self.tweet_output])
         entity_logits = outputs[self.entity_output]
         results = []
@@ -240,21 +282,26 @@ class Analyzer:
         outputs["lengths"] = feeds["lengths"]
         return outputs
 
+    def _sorted_batches(self, token_lists: Sequence[Sequence[str]]
+                        ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+        """(input indices, raw outputs) per sub-batch of ``batch_size``.
+
+        Texts are sorted by length and run in sub-batches of ``batch_size`` so that each
+        carries little padding (64 measured fastest for 256-tweet inputs: about +30% over one
+        padded batch).
+        """
+        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+        for begin in range(0, len(order), self.batch_size):
+            chunk = order[begin : begin + self.batch_size]
+            yield chunk, self.run([token_lists[i] for i in chunk])
+
     def analyze_tokens(
         self, token_lists: Sequence[Sequence[str]], heads: Sequence[str] | None = None
     ) -> list[TokenAnalysis]:
-        """Decoded analyses of pre-tokenised texts, in batches of ``batch_size``.
-
-        Texts are sorted by length and run in sub-batches of ``batch_size`` so that each carries
-        little padding (64 measured fastest for 256-tweet inputs: about +30% over one padded
-        batch); results come back in the input order. ``heads`` limits which NER heads are
-        decoded (default: all of them).
-        """
-        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+        """Decoded analyses of pre-tokenised texts, in the input order (what evaluation
+        scores). ``heads`` limits which NER heads are decoded (default: all of them)."""
         results: list[TokenAnalysis | None] = [None] * len(token_lists)
-        for begin in range(0, len(order), self.batch_size):
-            chunk = order[begin : begin + self.batch_size]
-            outputs = self.run([token_lists[i] for i in chunk])
+        for chunk, outputs in self._sorted_batches(token_lists):
             for i, analysis in zip(
                 chunk, self.labels.decode(outputs, outputs["lengths"], heads), strict=True
             ):
@@ -265,42 +312,46 @@ class Analyzer:
                 matcher: WatchMatcher | None = None) -> list[TweetPrediction]:
         """Tweet sentiment and entity mentions with their own sentiment: the serving NER head's
         spans (discovered entities) and, with a ``matcher``, every watched alias (see
-        :func:`merge_mentions`)."""
+        :func:`merge_mentions`). The same decoding as ``analyze_tokens``, without building
+        a tag string per token."""
         tokenised = [tokenize(text) for text in texts]
-        serving = self.labels.serving_head
-        analyses = self.analyze_tokens(
-            [[tok.text for tok in tokens] for tokens in tokenised], heads=[serving]
-        )
-        predictions = []
-        for text, tokens, analysis in zip(texts, tokenised, analyses, strict=True):
-            watched = matcher.match_tokens(tokens) if matcher is not None else []
-            mentions = merge_mentions(text, tokens, analysis, bio_spans(analysis.tags[serving]),
-                                      watched)
-            tweet = analysis.tweet_probs
-            best_tweet = int(tweet.argmax())
-            predictions.append(
-                TweetPrediction(
-                    sentiment=SENTIMENTS[best_tweet],
-                    probs=(float(tweet[0]), float(tweet[1]), float(tweet[2])),
+        labels = self.labels
+        serving = labels.serving_head
+        tags = labels.ner_heads[serving]["tags"]
+        predictions: list[TweetPrediction | None] = [None] * len(texts)
+        for chunk, outputs in self._sorted_batches(
+                [[tok.text for tok in tokens] for tokens in tokenised]):
+            lengths = outputs["lengths"]
+            ids = labels.tag_ids(outputs, lengths, serving)
+            tweet_probs = softmax(outputs[labels.tweet_output]).tolist()
+            entity_logits = outputs[labels.entity_output]
+            for row, i in enumerate(chunk):
+                length = int(lengths[row])
+                tokens = tokenised[i]
+                watched = matcher.match_tokens(tokens) if matcher is not None else []
+                mentions = merge_mentions(texts[i], tokens, entity_logits[row, :length],
+                                          id_spans(ids[row, :length], tags), watched)
+                probs = tweet_probs[row]
+                predictions[i] = TweetPrediction(
+                    sentiment=SENTIMENTS[probs.index(max(probs))],
+                    probs=(probs[0], probs[1], probs[2]),
                     mentions=mentions,
                 )
-            )
-        return predictions
+        return [p for p in predictions if p is not None]
 
 
-def _mention(text: str, tokens: Sequence[Token], analysis: TokenAnalysis, first: int,
+def _mention(text: str, tokens: Sequence[Token], entity_logits: np.ndarray, first: int,
              last: int, key: str, kind: str, type_source: str,
              watch: str | None) -> Mention:
-    probs = span_sentiment(analysis.entity_sentiment_logits, first, last)
-    best = int(probs.argmax())
+    probs = span_probs(entity_logits, first, last)
+    best = probs.index(max(probs))
     start, end = tokens[first].start, tokens[last - 1].end
     return Mention(entity=strip_invisible(text[start:end]), entity_key=key, type=kind,
-                   start=start, end=end, sentiment=SENTIMENTS[best], score=float(probs[best]),
-                   probs=(float(probs[0]), float(probs[1]), float(probs[2])), watch=watch,
-                   type_source=type_source)
+                   start=start, end=end, sentiment=SENTIMENTS[best], score=probs[best],
+                   probs=probs, watch=watch, type_source=type_source)
 
 
-def merge_mentions(text: str, tokens: Sequence[Token], analysis: TokenAnalysis,
+def merge_mentions(text: str, tokens: Sequence[Token], entity_logits: np.ndarray,
                    spans: Sequence[tuple[int, int, str]],
                    watched: Sequence[WatchMatch]) -> list[Mention]:
     """One mention per entity occurrence, in text order.
@@ -329,7 +380,8 @@ def merge_mentions(text: str, tokens: Sequence[Token], analysis: TokenAnalysis,
             kind, source = entity.type, "watchlist"
         else:
             kind, source = model_type, ("model" if model_type else "")
-        mentions.append(_mention(text, tokens, analysis, first, last, entity.key, kind, source,
+        mentions.append(_mention(text, tokens, entity_logits, first, last, entity.key, kind,
+                                 source,
                                  entity.name))
     taken = [(m.start, m.end) for m in mentions]
     for index, (s, e, kind) in enumerate(spans):
@@ -344,7 +396,7 @@ def merge_mentions(text: str, tokens: Sequence[Token], analysis: TokenAnalysis,
             continue
         if len(surface) > MAX_ENTITY_CHARS:
             continue  # a run-on span names nothing
-        mentions.append(_mention(text, tokens, analysis, s, e, key, kind, "model", None))
+        mentions.append(_mention(text, tokens, entity_logits, s, e, key, kind, "model", None))
     # A flood of spans is one tweet's noise: watched mentions first, then the model's.
     mentions = mentions[:MAX_MENTIONS]
     mentions.sort(key=lambda m: m.start)

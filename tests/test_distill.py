@@ -103,3 +103,33 @@ def test_tmsc_tweets_carry_each_target_s_own_polarity():
         mixed += len(set(labels)) > 1
     # Several targets with different polarities in one tweet: what a tweet label cannot say.
     assert mixed > 300
+
+
+def test_labelled_examples_get_the_teacher_s_outputs_unless_augmentation_rewrote_them(
+        tmp_path: Path):
+    import random
+
+    from model_export.batches import hashtag_entities
+    from model_export.corpus import Example
+    from model_export.distill import with_teacher
+    from model_export.heads import HEAD_BY_NAME
+
+    tags = HEAD_BY_NAME["wnut16"].tags
+    person = [tags.index("B-person"), tags.index("I-person")]
+    sets = {"wnut16": [Example("wnut16", ["Kobe", "Bryant", "scored"], "wnut16",
+                               [*person, 0])],
+            "sentiment": [Example("sentiment", ["so", "sad"], tweet_sentiment=0),
+                          Example("sentiment", [], tweet_sentiment=1)]}
+    taught = with_teacher(sets, MODEL_DIR, tmp_path)
+    assert taught["wnut16"][0].soft is not None and taught["sentiment"][0].soft is not None
+    assert taught["sentiment"][1].soft is None  # an empty text has nothing to teach
+    assert taught["wnut16"][0].ner_tags == sets["wnut16"][0].ner_tags
+    example = taught["wnut16"][0]
+    assert hashtag_entities(example, tags, 0.0, random.Random(0)) is example
+    kept = hashtag_entities(example, tags, 1e-9, random.Random(0))
+    assert kept is example  # nothing rewritten: the outputs still fit
+    rewritten = hashtag_entities(example, tags, 1.0, random.Random(0))
+    assert rewritten.tokens == ["#KobeBryant", "scored"] and rewritten.soft is None
+    feeds = soft_tensors([example, rewritten], steps=3)
+    assert feeds["rows"].tolist() == [1.0, 0.0]
+    assert float(feeds[TOKEN_OUTPUTS[0]][1].abs().sum()) == 0.0

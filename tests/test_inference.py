@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream.inference import (
     Analyzer,
@@ -14,7 +16,9 @@ from stream.inference import (
     best_tags,
     bio_constraints,
     bio_spans,
+    id_spans,
     log_softmax,
+    softmax,
     span_sentiment,
     viterbi,
 )
@@ -54,6 +58,20 @@ def test_bio_spans_and_span_sentiment():
     logits = np.array([[3.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 9.0]])
     probs = span_sentiment(logits, 0, 2)
     assert probs.argmax() == 0 and abs(probs.sum() - 1) < 1e-6
+
+
+@given(st.lists(st.integers(0, len(TAGS) - 1), max_size=30))
+def test_spans_from_tag_ids_are_the_spans_of_the_tags(ids):
+    """Serving reads spans off the tag ids; evaluation off the tag strings: the same spans,
+    stray inside tags and adjacent spans included."""
+    assert id_spans(np.array(ids, dtype=np.int64), TAGS) == bio_spans([TAGS[i] for i in ids])
+
+
+@given(st.lists(st.lists(st.floats(-30, 30), min_size=3, max_size=3), min_size=1, max_size=6))
+def test_span_sentiment_is_the_softmax_of_the_mean_logits(rows):
+    logits = np.array(rows, dtype=np.float32)
+    expected = softmax(logits.astype(np.float64).mean(axis=0))
+    np.testing.assert_allclose(span_sentiment(logits, 0, len(rows)), expected, atol=1e-9)
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +150,31 @@ def test_spans_on_bare_symbols_are_not_mentions(analyzer: Analyzer):
         assert [m.entity_key for m in prediction.mentions] == [entity_key(s) for s in kept]
         assert all(m.entity_key and nameable(m.entity_key) for m in prediction.mentions)
     assert not nameable("") and not nameable("!!!") and nameable("trump") and nameable("7")
+
+
+def test_serving_decodes_what_evaluation_decodes(analyzer: Analyzer):
+    """``analyze`` (spans off tag ids, probabilities in plain Python) finds the spans and
+    sentiments that ``analyze_tokens`` (what ``tweetwatch eval`` scores) decodes, on 600
+    real tweets."""
+    from stream.settings import Settings
+
+    rows = (Settings().data_dir / "sentiment" / "test.tsv").read_text(encoding="utf-8")
+    texts = [line.split("\t", 1)[1] for line in rows.splitlines()[:600]]
+    serving = analyzer.labels.serving_head
+    tokens = [tokenize(text) for text in texts]
+    analyses = analyzer.analyze_tokens([[t.text for t in toks] for toks in tokens], [serving])
+    compared = 0
+    for text, toks, analysis, prediction in zip(texts, tokens, analyses,
+                                                analyzer.analyze(texts), strict=True):
+        expected = [(toks[b].start, toks[e - 1].end, kind,
+                     SENTIMENTS[int(span_sentiment(analysis.entity_sentiment_logits, b,
+                                                   e).argmax())])
+                    for b, e, kind in bio_spans(analysis.tags[serving])
+                    if nameable(entity_key(text[toks[b].start:toks[e - 1].end]))]
+        assert [(m.start, m.end, m.type, m.sentiment) for m in prediction.mentions] == expected
+        assert prediction.sentiment == SENTIMENTS[int(analysis.tweet_probs.argmax())]
+        compared += len(expected)
+    assert compared > 100
 
 
 def test_a_tweet_scores_the_same_alone_and_in_a_batch(analyzer: Analyzer):
