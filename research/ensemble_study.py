@@ -19,13 +19,12 @@ retraining): the same export, parity check, int8 model and card as ``tweetwatch 
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -97,7 +96,7 @@ class MemberOutputs:
 
 def load_members(artifacts: Sequence[Path]) -> tuple[list[TweetTagger], list[str]]:
     """Every network of the artifacts, in order, with a name such as ``model[1]:bilstm``."""
-    from model_export.bench_model import load_torch_model
+    from benchmarks.model import load_torch_model
 
     members, names = [], []
     for artifact in artifacts:
@@ -267,81 +266,100 @@ def card_topic_share(artifact: Path) -> float:
     return float(card_train_config(artifact).get("sentiment_dev_topics", 0.0))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+_ARTIFACT = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+def _artifacts(paths: Sequence[Path]) -> list[Path]:
+    for missing in [a for a in paths if not (a / "model.onnx").is_file()]:
+        raise click.UsageError(f"{missing}: no model.onnx there")
+    return list(paths)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Shared data folder [default: setting TWEETWATCH_DATA_DIR].")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
+    """Which networks to average, and whether to calibrate their mean: measured without
+    retraining."""
     from stream.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m research.ensemble_study",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=None)
-    commands = parser.add_subparsers(dest="command", required=True)
-    members = commands.add_parser("members", help="dev objective and test figures of means "
-                                  "of networks taken from one or more artifacts")
-    members.add_argument("artifacts", nargs="+", type=Path)
-    members.add_argument("--subset", action="append", default=[],
-                         help="comma-separated member indices (printed first), or k=N for "
-                         "every subset of N; repeatable (default: every network alone and "
-                         "all of them)")
-    members.add_argument("--dev-split", action="append", default=None, metavar="ENTRY",
-                         help="score the dev splits as a run with these --train-with-dev "
-                         "entries holds them out (repeatable, e.g. wnut16 and wnut17:0.5), "
-                         "to compare with such a run; default: the first artifact's own")
-    calibration = commands.add_parser("calibration", help="the calibration sweep rerun on "
-                                      "an artifact's served mean")
-    calibration.add_argument("artifact", type=Path)
-    export = commands.add_parser("export", help="write a servable artifact of a subset of "
-                                 "an artifact's networks")
-    export.add_argument("artifact", type=Path)
-    export.add_argument("--subset", required=True, help="member indices, e.g. 0,2")
-    export.add_argument("--out", type=Path, required=True, help="artifact folder to write")
-    args = parser.parse_args(argv)
-    artifacts = args.artifacts if args.command == "members" else [args.artifact]
-    for missing in [a for a in artifacts if not (a / "model.onnx").is_file()]:
-        parser.error(f"{missing}: no model.onnx there")
-    data_dir = args.data_dir or get_settings().data_dir
-    if args.command == "export":
-        count = len(read_model_card(args.artifact).get("members", [None]))
-        try:
-            subsets = expand_subsets([args.subset], count)
-        except ValueError as error:
-            parser.error(str(error))
-        if len(subsets) != 1:
-            parser.error(f"--subset {args.subset}: export takes one subset, such as 0,2")
-        card = export_subset(args.artifact, subsets[0], args.out, data_dir)
-        fp32 = card["metrics"]["fp32"]
-        print(json.dumps({"out": str(args.out), "version": card["version"],
-                          "dev_objective": card["dev"]["objective"],
-                          "sizes_bytes": card["sizes_bytes"],
-                          "test_fp32": {"wnut16": fp32["wnut16"]["f1"],
-                                        "wnut17": fp32["wnut17"]["f1"],
-                                        "4a": fp32["semeval2017_4a"]["macro_recall"],
-                                        "mitchell": fp32["mitchell2013"]["f1"]}}))
-        return
-    networks, names = load_members(artifacts)
-    outputs = MemberOutputs(networks, Vocab.load(artifacts[0] / "vocab.json"),
-                            LabelSpace.load(artifacts[0] / "labels.json"))
-    if args.command == "calibration":
-        fold = card_setting(args.artifact, "mitchell_folds", [1])[0]
-        print(json.dumps(calibration_sweep(outputs, data_dir, fold,
-                                           card_dev_shares(args.artifact),
-                                           card_topic_share(args.artifact)), indent=1))
-        return
+    ctx.obj = data_dir or get_settings().data_dir
+
+
+@main.command("members")
+@click.argument("artifacts", nargs=-1, required=True, type=_ARTIFACT)
+@click.option("--subset", "subset_specs", multiple=True,
+              help="Comma-separated member indices (printed first), or k=N for every subset "
+                   "of N; repeatable [default: every network alone and all of them].")
+@click.option("--dev-split", "dev_splits", multiple=True, metavar="ENTRY",
+              help="Score the dev splits as a run with these training-with-dev entries holds "
+                   "them out (repeatable, e.g. wnut16 and wnut17:0.5), to compare with such a "
+                   "run [default: the first artifact's own].")
+@click.pass_obj
+def members_command(data_dir: Path, artifacts: tuple[Path, ...], subset_specs: tuple[str, ...],
+                    dev_splits: tuple[str, ...]) -> None:
+    """Dev objective and test figures of means of networks taken from one or more
+    artifacts."""
+    artifacts_ = _artifacts(artifacts)
+    networks, names = load_members(artifacts_)
+    outputs = MemberOutputs(networks, Vocab.load(artifacts_[0] / "vocab.json"),
+                            LabelSpace.load(artifacts_[0] / "labels.json"))
     for index, name in enumerate(names):
-        print(f"{index}: {name}", file=sys.stderr)
+        click.echo(f"{index}: {name}", err=True)
     try:
-        subsets = expand_subsets(args.subset or [*map(str, range(len(networks))), "all"],
+        subsets = expand_subsets(list(subset_specs) or [*map(str, range(len(networks))), "all"],
                                  len(networks))
+        shares = (dev_shares(list(dev_splits)) if dev_splits
+                  else card_dev_shares(artifacts_[0]))
     except ValueError as error:
-        parser.error(str(error))
-    folds = card_setting(artifacts[0], "mitchell_folds", [1])
-    try:
-        shares = (dev_shares(args.dev_split) if args.dev_split
-                  else card_dev_shares(artifacts[0]))
-    except ValueError as error:
-        parser.error(str(error))
+        raise click.UsageError(str(error)) from None
+    folds = card_setting(artifacts_[0], "mitchell_folds", [1])
     for subset in subsets:
-        print(json.dumps(subset_row(outputs, subset, names, data_dir, folds, shares,
-                                    card_topic_share(artifacts[0]))),
-              flush=True)
+        click.echo(json.dumps(subset_row(outputs, subset, names, data_dir, folds, shares,
+                                         card_topic_share(artifacts_[0]))))
+
+
+@main.command("calibration")
+@click.argument("artifact", type=_ARTIFACT)
+@click.pass_obj
+def calibration_command(data_dir: Path, artifact: Path) -> None:
+    """The calibration sweep rerun on an artifact's served mean."""
+    (artifact,) = _artifacts([artifact])
+    networks, _ = load_members([artifact])
+    outputs = MemberOutputs(networks, Vocab.load(artifact / "vocab.json"),
+                            LabelSpace.load(artifact / "labels.json"))
+    fold = card_setting(artifact, "mitchell_folds", [1])[0]
+    click.echo(json.dumps(calibration_sweep(outputs, data_dir, fold, card_dev_shares(artifact),
+                                            card_topic_share(artifact)), indent=1))
+
+
+@main.command("export")
+@click.argument("artifact", type=_ARTIFACT)
+@click.option("--subset", required=True, help="Member indices, e.g. 0,2.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Artifact folder to write.")
+@click.pass_obj
+def export_command(data_dir: Path, artifact: Path, subset: str, out: Path) -> None:
+    """Write a servable artifact of a subset of an artifact's networks."""
+    (artifact,) = _artifacts([artifact])
+    count = len(read_model_card(artifact).get("members", [None]))
+    try:
+        subsets = expand_subsets([subset], count)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    if len(subsets) != 1:
+        raise click.UsageError(f"--subset {subset}: export takes one subset, such as 0,2")
+    card = export_subset(artifact, subsets[0], out, data_dir)
+    fp32 = card["metrics"]["fp32"]
+    click.echo(json.dumps({"out": str(out), "version": card["version"],
+                           "dev_objective": card["dev"]["objective"],
+                           "sizes_bytes": card["sizes_bytes"],
+                           "test_fp32": {"wnut16": fp32["wnut16"]["f1"],
+                                         "wnut17": fp32["wnut17"]["f1"],
+                                         "4a": fp32["semeval2017_4a"]["macro_recall"],
+                                         "mitchell": fp32["mitchell2013"]["f1"]}}))
+
 
 if __name__ == "__main__":
     main()

@@ -10,11 +10,11 @@ This measured whether ``model_export.calibrate.tweet_prior_correction`` was wort
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import click
 import numpy as np
 
 from model_export.calibrate import best_beta, prior_sweep, sentiment_gold, train_log_prior
@@ -43,18 +43,18 @@ def prior_correction_study(model_dirs: Sequence[Path], data_dir: Path) -> list[d
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m research.prior_correction",
-        description="4A val/test macro recall of artifacts before and after the tweet-head "
-        "prior correction that their 4A val split chooses.")
-    parser.add_argument("model_dirs", nargs="+", type=Path)
-    parser.add_argument("--data-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    for missing in [d for d in args.model_dirs if not (d / "model.onnx").is_file()]:
-        parser.error(f"{missing}: no model.onnx there")
-    for row in prior_correction_study(args.model_dirs, args.data_dir or get_settings().data_dir):
-        print(json.dumps(row))
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model_dirs", nargs=-1, required=True,
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Shared data folder [default: setting TWEETWATCH_DATA_DIR].")
+def main(model_dirs: tuple[Path, ...], data_dir: Path | None) -> None:
+    """4A val/test macro recall of artifacts before and after the tweet-head prior correction
+    that their 4A val split chooses."""
+    for missing in [d for d in model_dirs if not (d / "model.onnx").is_file()]:
+        raise click.UsageError(f"{missing}: no model.onnx there")
+    for row in prior_correction_study(model_dirs, data_dir or get_settings().data_dir):
+        click.echo(json.dumps(row))
 
 
 if __name__ == "__main__":

@@ -17,13 +17,12 @@ Exit status 0 when the vectors match, 1 when they differ, 2 on bad arguments.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 
 from stream.inference import MODEL_CARD, read_model_card
@@ -89,48 +88,51 @@ def compare_tables(vocab: Vocab, table: np.ndarray, artifact_vocab: Vocab,
                       float(np.abs(table - artifact_table).max()))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+_FOLDER = click.Path(file_okay=False, path_type=Path)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model-dir", type=_FOLDER, default=None,
+              help="Artifact to compare with [default: the served model].")
+@click.option("--data-dir", type=_FOLDER, default=None,
+              help="Shared data folder [default: setting TWEETWATCH_DATA_DIR].")
+@click.option("--work-dir", type=_FOLDER, default=Path("runs"), show_default=True,
+              help="Scratch folder holding the vector cache.")
+def main(model_dir: Path | None, data_dir: Path | None, work_dir: Path) -> None:
+    """Does this machine build the artifact's word vectors (and so rebuild its weights)?"""
     settings = get_settings()
-    parser = argparse.ArgumentParser(prog="python -m research.rebuild_check",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", type=Path, default=settings.model_dir,
-                        help="artifact to compare with (default: the served model)")
-    parser.add_argument("--data-dir", type=Path, default=settings.data_dir,
-                        help="shared data folder (default: setting TWEETWATCH_DATA_DIR)")
-    parser.add_argument("--work-dir", type=Path, default=Path("runs"),
-                        help="scratch folder holding the vector cache (default: runs)")
-    args = parser.parse_args(argv)
+    model_dir = model_dir or settings.model_dir
+    data_dir = data_dir or settings.data_dir
     for name in (MODEL_CARD, "model.onnx", "vocab.json"):
-        path = args.model_dir / name
-        if not path.is_file():
-            parser.exit(2, f"{parser.prog}: error: no {path.name} in {args.model_dir}\n")
-    if not (args.data_dir / "unlabeled" / "tweets.txt").is_file():
-        parser.exit(2, f"{parser.prog}: error: no unlabeled/tweets.txt under {args.data_dir}\n")
+        if not (model_dir / name).is_file():
+            raise click.UsageError(f"no {name} in {model_dir}")
+    if not (data_dir / "unlabeled" / "tweets.txt").is_file():
+        raise click.UsageError(f"no unlabeled/tweets.txt under {data_dir}")
 
     from model_export.recipe import recipe_config
     from model_export.train import prepare_vocab
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    recipe = read_model_card(args.model_dir)["train_config"]
-    config = recipe_config(args.data_dir, work_dir=args.work_dir, encoders=recipe["encoders"],
+    recipe = read_model_card(model_dir)["train_config"]
+    config = recipe_config(data_dir, work_dir=work_dir, encoders=recipe["encoders"],
                            **{name: recipe[name] for name in VECTOR_OPTIONS})
     vocab, matrix, _ = prepare_vocab(config)
     match = compare_tables(
         vocab, stored_word_table(matrix, config.embedding_fp16, config.word_table_int8),
-        Vocab.load(args.model_dir / "vocab.json"),
-        artifact_word_table(args.model_dir / "model.onnx"))
-    print(f"vocabulary: {'the same' if match.same_vocab else 'DIFFERENT'} "
-          f"({len(vocab.words):,} words here)")
-    print(f"word table: {match.rows_equal:,} of {match.rows:,} rows identical "
-          f"(largest difference {match.max_abs_diff:.3g})")
+        Vocab.load(model_dir / "vocab.json"),
+        artifact_word_table(model_dir / "model.onnx"))
+    click.echo(f"vocabulary: {'the same' if match.same_vocab else 'DIFFERENT'} "
+               f"({len(vocab.words):,} words here)")
+    click.echo(f"word table: {match.rows_equal:,} of {match.rows:,} rows identical "
+               f"(largest difference {match.max_abs_diff:.3g})")
     if match.identical:
-        print("this machine builds the artifact's vectors: tweetwatch train with the card's "
-              "seeds and options rebuilds its weights")
+        click.echo("this machine builds the artifact's vectors: tweetwatch train with the "
+                   "card's seeds and options rebuilds its weights")
         return
-    print("this machine builds other vectors: tweetwatch train trains another draw of the "
-          "recipe, not the committed weights")
+    click.echo("this machine builds other vectors: tweetwatch train trains another draw of "
+               "the recipe, not the committed weights")
     sys.exit(1)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -8,11 +8,11 @@ target span; accuracy and macro-F1 (%) over TMSC Twitter-2015 + 2017.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import numpy as np
 
 from model_export.tmsc import TargetExample, _scores, read_tmsc
@@ -50,24 +50,26 @@ RULES: dict[str, Rule] = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", default="dev", choices=["dev", "test"])
-    args = parser.parse_args()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
+              help="TMSC split to score.")
+def main(split: str) -> None:
+    """Accuracy and macro F1 of each rule for an entity's sentiment on TMSC pairs; writes
+    benchmarks/results/tmsc_pooling/SPLIT.json."""
     settings = Settings()
     analyzer = Analyzer(settings.model_dir)
-    examples = read_tmsc(settings.data_dir, args.split)
+    examples = read_tmsc(settings.data_dir, split)
     distinct = list(dict.fromkeys(e.tokens for e in examples))
     analyses = dict(zip(distinct, analyzer.analyze_tokens([list(t) for t in distinct], []),
                         strict=True))
     gold = [e.label for e in examples]
     result = {name: _scores(gold, [rule(analyses[e.tokens], e) for e in examples])
               for name, rule in RULES.items()}
-    print(f"| rule (TMSC {args.split}, {len(examples)} pairs) | accuracy | macro F1 |")
+    print(f"| rule (TMSC {split}, {len(examples)} pairs) | accuracy | macro F1 |")
     print("|---|---|---|")
     for name, s in result.items():
         print(f"| {name} | {s['accuracy']} | {s['macro_f1']} |")
-    out = ROOT / "benchmarks" / "results" / "tmsc_pooling" / f"{args.split}.json"
+    out = ROOT / "benchmarks" / "results" / "tmsc_pooling" / f"{split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model_version": analyzer.model_version, "rules": result},
                               indent=1) + "\n", encoding="utf-8")

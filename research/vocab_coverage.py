@@ -19,12 +19,12 @@ as in such a run, and join the table as a 4A split of their own.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import click
 
 from model_export.corpus import (
     anonymise_handles,
@@ -157,49 +157,52 @@ def sentiment_by_unread(model_dir: Path, data_dir: Path, split: str,
             for name, (gold, pred) in groups.items()}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+_FOLDER = click.Path(file_okay=False, path_type=Path)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model-dir", type=_FOLDER, default=None,
+              help="Artifact whose vocab.json to measure [default: the served model].")
+@click.option("--data-dir", type=_FOLDER, default=None,
+              help="Shared data folder [default: setting TWEETWATCH_DATA_DIR].")
+@click.option("--score", is_flag=True,
+              help="Also score 4A test with the artifact, split by whether a tweet holds a word "
+                   "with an untrained bag-of-words row.")
+@click.option("--sentiment-dev-topics", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, metavar="SHARE",
+              help="Leave this share of the SemEval-2016 topics out of the 4A training tweets "
+                   "and measure their tweets as a split (as the recipe's "
+                   "data.sentiment_dev_topics does).")
+def main(model_dir: Path | None, data_dir: Path | None, score: bool,
+         sentiment_dev_topics: float) -> None:
+    """Vocabulary coverage of the NER corpora and of the 4A splits by an artifact's
+    vocabulary (and, with --score, 4A test split by untrained bag-of-words rows)."""
     settings = get_settings()
-    parser = argparse.ArgumentParser(prog="python -m research.vocab_coverage",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", type=Path, default=settings.model_dir,
-                        help="artifact whose vocab.json to measure (default: the served model)")
-    parser.add_argument("--data-dir", type=Path, default=settings.data_dir,
-                        help="shared data folder (default: setting TWEETWATCH_DATA_DIR)")
-    parser.add_argument("--score", action="store_true",
-                        help="also score 4A test with the artifact, split by whether a tweet "
-                        "holds a word with an untrained bag-of-words row")
-    parser.add_argument("--sentiment-dev-topics", type=float, default=0.0, metavar="SHARE",
-                        help="leave this share of the SemEval-2016 topics out of the 4A "
-                        "training tweets and measure their tweets as a split (as "
-                        "tweetwatch train --sentiment-dev-topics does; default 0)")
-    args = parser.parse_args(argv)
-    if not 0 <= args.sentiment_dev_topics < 1:
-        parser.error(f"--sentiment-dev-topics {args.sentiment_dev_topics}: a share of the "
-                     "topics in [0, 1)")
+    model_dir = model_dir or settings.model_dir
+    data_dir = data_dir or settings.data_dir
     logging.basicConfig(level=logging.ERROR)  # the readers' notes on skipped lines
-    vocab_path = args.model_dir / "vocab.json"
+    vocab_path = model_dir / "vocab.json"
     if not vocab_path.is_file():
-        parser.exit(2, f"{parser.prog}: error: no vocab.json in {args.model_dir}\n")
+        raise click.UsageError(f"no vocab.json in {model_dir}")
     vocab = Vocab.load(vocab_path)
-    rows = coverage_table(vocab, args.data_dir)
+    rows = coverage_table(vocab, data_dir)
     if not rows:
-        parser.exit(2, f"{parser.prog}: error: no NER corpora under {args.data_dir}\n")
+        raise click.UsageError(f"no NER corpora under {data_dir}")
     print("| corpus | split | tweets | entity tokens | entity tokens unknown | "
           "all tokens unknown |")
     print("|---|---|---|---|---|---|")
     for dataset, split, c in rows:
         print(f"| {dataset} | {split} | {c.sentences:,} | {c.entity_tokens:,} | "
               f"{100 * c.entity_unknown_share:.1f}% | {100 * c.unknown_share:.1f}% |")
-    if not (args.data_dir / "sentiment" / "train.tsv").is_file():
-        if args.score:
-            parser.exit(2, f"{parser.prog}: error: no sentiment/train.tsv under "
-                        f"{args.data_dir}\n")
+    if not (data_dir / "sentiment" / "train.tsv").is_file():
+        if score:
+            raise click.UsageError(f"no sentiment/train.tsv under {data_dir}")
         return  # no 4A data: the NER table is all there is to measure
-    read = bag_rows_read(vocab, args.data_dir, args.sentiment_dev_topics)
-    splits = {split: sentiment_examples(args.data_dir, split) for split in SENTIMENT_SPLITS}
-    if args.sentiment_dev_topics > 0:
-        splits[f"held-out topics ({args.sentiment_dev_topics:g})"] = sentiment_dev_examples(
-            args.data_dir, args.sentiment_dev_topics)
+    read = bag_rows_read(vocab, data_dir, sentiment_dev_topics)
+    splits = {split: sentiment_examples(data_dir, split) for split in SENTIMENT_SPLITS}
+    if sentiment_dev_topics > 0:
+        splits[f"held-out topics ({sentiment_dev_topics:g})"] = sentiment_dev_examples(
+            data_dir, sentiment_dev_topics)
     print("\n| 4A split | tweets | tokens with an untrained bag row | unknown tokens | "
           "tweets holding an untrained bag row |")
     print("|---|---|---|---|---|")
@@ -208,8 +211,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"| {split} | {b.tweets:,} | {100 * b.unread / max(b.tokens, 1):.1f}% | "
               f"{100 * b.unknown / max(b.tokens, 1):.1f}% | "
               f"{100 * b.tweets_with_unread / max(b.tweets, 1):.1f}% |")
-    if args.score:
-        scores = sentiment_by_unread(args.model_dir, args.data_dir, "test", read)
+    if score:
+        scores = sentiment_by_unread(model_dir, data_dir, "test", read)
         print("\n| 4A test tweets | tweets | macro recall | recall neg / neu / pos |")
         print("|---|---|---|---|")
         for name, row in scores.items():
@@ -219,4 +222,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 echo "== ruff"
-ruff check stream model_export research infra tests scripts
+ruff check stream model_export research benchmarks infra tests scripts
 echo "== pytest"
 python -m pytest -q -ra "$@"

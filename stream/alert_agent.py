@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import faust
 from faust.types import EventT, StreamT
@@ -38,13 +38,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stream import metrics
 from stream.alerting import (
     AlertPolicy,
-    InvalidNegativeRecord,
-    NegativeMention,
     alert_exists,
     alert_id_for,
     cooldown_blocker,
     insert_alert,
-    parse_negative_record,
     window_for,
     within_cooldown,
 )
@@ -52,7 +49,13 @@ from stream.faults import failure_reason, retry_outages
 from stream.lanes import InOrderAcks, KeyedLanes, Ticket
 from stream.llm import ChatClient
 from stream.prompts import AlertContext, write_alert
-from stream.records import WIRE_VERSION, dead_letter_record, encode
+from stream.records import (
+    AlertRecord,
+    InvalidNegativeRecord,
+    NegativeMention,
+    dead_letter_record,
+    parse_negative_record,
+)
 from stream.settings import Settings
 from stream.spikes import SpikeThresholds, judge, spike_stats
 from stream.storage import create_engine
@@ -60,7 +63,7 @@ from stream.webhook import AlertWebhook
 from stream.worker_guard import crash_worker
 
 if TYPE_CHECKING:
-    from stream.app import Topics
+    from stream.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ class AlertWorker:
         while len(self._fired) > _FIRED_CACHE_KEYS:
             self._fired.popitem(last=False)
 
-    async def handle(self, message: Message) -> dict[str, Any] | None:
+    async def handle(self, message: Message) -> AlertRecord | None:
         """Process one message; returns the alert it published, if any.
 
         Outages (database, broker) are waited out; any other failure is the message's own
@@ -118,13 +121,13 @@ class AlertWorker:
                                     message.offset, datetime.now(UTC))
 
         async def send() -> None:
-            await (await self.topics.dlq.send(key=message.key, value=encode(record),
+            await (await self.topics.dlq.send(key=message.key, value=record.to_json(),
                                               force=True))
 
         await retry_outages(send, "sending a dead letter")
         metrics.dead_letter(reason, agent="alert")
 
-    async def _evaluate(self, mention: NegativeMention) -> dict[str, Any] | None:
+    async def _evaluate(self, mention: NegativeMention) -> AlertRecord | None:
         watched = mention.watch is not None
         if not watched and self.settings.alert_scope == "watched":
             return None  # discovered entities alert only with TWEETWATCH_ALERT_SCOPE=all
@@ -159,32 +162,31 @@ class AlertWorker:
             mentions=stats.current.tweets, tweets=stats.texts,
         )
         written = await write_alert(self.client, context, two_stage=self.settings.llm_two_stage)
-        alert = {
-            "v": WIRE_VERSION,
-            "alert_id": alert_id,
-            "entity": name,
-            "entity_key": mention.entity_key,
-            "type": mention.type,
-            "window_start": start.isoformat(),
-            "window_end": end.isoformat(),
-            "negative_mentions": stats.current.negative,
-            "mentions": stats.current.tweets,
-            "tweet_ids": list(stats.tweet_ids),
-            "text": written.text,
-            "generator": written.generator,
-            "model": written.model,
-            "created_at": datetime.now(UTC).isoformat(),
-            "watch": mention.watch,
-            "reason": {"rule": decision.rule, "text": decision.reason, **decision.figures},
-            "examples": list(stats.texts),
-        }
+        alert = AlertRecord(
+            alert_id=alert_id,
+            entity=name,
+            entity_key=mention.entity_key,
+            type=mention.type,
+            window_start=start,
+            window_end=end,
+            negative_mentions=stats.current.negative,
+            mentions=stats.current.tweets,
+            tweet_ids=stats.tweet_ids,
+            text=written.text,
+            generator=written.generator,
+            model=written.model,
+            created_at=datetime.now(UTC),
+            watch=mention.watch,
+            reason={"rule": decision.rule, "text": decision.reason, **decision.figures},
+            examples=stats.texts,
+        )
         async with self.engine.begin() as conn:
             if not await insert_alert(conn, alert):
                 return None
             # Delivery confirmed before the commit: a crash in between re-sends the same
             # alert_id (at-least-once) rather than losing it.
             await (await self.topics.alerts.send(key=key.encode("utf-8"),
-                                                 value=encode(alert), force=True))
+                                                 value=alert.to_json(), force=True))
         self._remember(key, end)
         log.info("alert %s (%s): %s", alert_id, written.generator, decision.reason)
         return alert

@@ -16,36 +16,30 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
 
 import click
 
+from stream.records import AlertRecord, parse_record
 from stream.settings import Settings
 
 
-def format_alert(alert: dict[str, Any]) -> str:
+def format_alert(alert: AlertRecord) -> str:
     """One readable line per alert."""
-    try:
-        end = datetime.fromisoformat(alert["window_end"]).strftime("%Y-%m-%d %H:%M:%S")
-    except (KeyError, TypeError, ValueError):
-        end = "?"
-    source = alert.get("generator", "?")
-    if alert.get("model"):
-        source += f":{alert['model']}"
-    return (f"{end}  {alert.get('entity', '?')} ({alert.get('type', '?')})  "
-            f"{alert.get('negative_mentions', '?')}/{alert.get('mentions', '?')} negative  "
-            f"[{source}]  {alert.get('text', '')}")
+    end = alert.window_end.strftime("%Y-%m-%d %H:%M:%S")
+    source = alert.generator + (f":{alert.model}" if alert.model else "")
+    return (f"{end}  {alert.entity} ({alert.type})  "
+            f"{alert.negative_mentions}/{alert.mentions} negative  [{source}]  {alert.text}")
 
 
-def emit(alert: dict[str, Any], as_json: bool) -> None:
+def emit(alert: AlertRecord, as_json: bool) -> None:
+    """Print one alert: its wire record (``--json``, one line) or a readable line."""
     if as_json:
-        click.echo(json.dumps(alert, ensure_ascii=False))
+        click.echo(json.dumps(alert.model_dump(mode="json"), ensure_ascii=False))
     else:
         click.echo(format_alert(alert))
 
 
-async def stored(settings: Settings, limit: int) -> list[dict[str, Any]]:
+async def stored(settings: Settings, limit: int) -> list[AlertRecord]:
     """The last ``limit`` alerts from the alerts table, oldest first."""
     from stream.alerting import recent_alerts
     from stream.storage import create_engine
@@ -59,7 +53,7 @@ async def stored(settings: Settings, limit: int) -> list[dict[str, Any]]:
 
 
 async def follow(settings: Settings, from_beginning: bool, max_alerts: int | None,
-                 on_alert: Callable[[dict[str, Any]], None],
+                 on_alert: Callable[[AlertRecord], None],
                  on_ready: Callable[[], None] | None = None) -> int:
     """Hand alerts from the topic to ``on_alert`` as they arrive; returns how many.
 
@@ -90,10 +84,10 @@ async def follow(settings: Settings, from_beginning: bool, max_alerts: int | Non
             on_ready()
         async for message in consumer:
             try:
-                alert = json.loads(message.value)
-            except (TypeError, ValueError):
-                click.echo(f"skipping a message that is not JSON at {message.topic}/"
-                           f"{message.partition}@{message.offset}", err=True)
+                alert = parse_record(AlertRecord, message.value)
+            except ValueError as exc:
+                click.echo(f"skipping a message that is not an alert at {message.topic}/"
+                           f"{message.partition}@{message.offset}: {exc}", err=True)
                 continue
             on_alert(alert)
             count += 1
@@ -118,7 +112,7 @@ def alerts_command(follow_: bool, from_beginning: bool, limit: int, max_alerts: 
                    as_json: bool) -> None:
     """Print alerts: the last stored ones (alerts table), then, with --follow, new ones from
     the alerts topic as they arrive."""
-    from stream.cli import load_settings, run_async
+    from stream.cli_common import load_settings, run_async
     from stream.settings import safe_url
 
     settings = load_settings()

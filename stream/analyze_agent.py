@@ -53,7 +53,7 @@ from stream.watch_store import WatchlistFollower
 from stream.worker_guard import crash_worker
 
 if TYPE_CHECKING:
-    from stream.app import Topics
+    from stream.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -3,16 +3,16 @@
 The embedded broker (librdkafka's mock cluster) has no CreateTopics and Faust's leader topic
 would be one more topic to create, so the app never declares topics itself
 (``topic_allow_declare=False``, ``topic_disable_leader=True``): topics are created beforehand
-by ``tweetwatch topics`` (real Kafka, docker-compose's topic-init step) or by the embedded
-broker. Agents plug in through ``AGENTS``: a name and a ``register(app, settings, topics)``
-function, so ``tweetwatch worker --agent ...`` can run any subset.
+(``stream.topics.ensure_topics``: ``tweetwatch topics`` on a real Kafka, docker-compose's
+topic-init step, or the embedded broker). Agents plug in through ``AGENTS``: a name and a
+``register(app, settings, topics)`` function, so ``tweetwatch worker --agent ...`` can run any
+subset. The agents import nothing from here (``Topics`` lives in ``stream.topics``).
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import faust
@@ -23,17 +23,7 @@ from stream.analyze_agent import register_analyze_agent
 from stream.kafka_consumer import transport_class
 from stream.metrics import serve_metrics
 from stream.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The app's topics; every value and key is raw bytes (JSON records, see stream.records)."""
-
-    tweets: TopicT
-    dlq: TopicT
-    negative: TopicT
-    alerts: TopicT
-
+from stream.topics import Topics
 
 AgentRegistrar = Callable[[faust.App, Settings, Topics], None]
 
@@ -42,12 +32,6 @@ AGENTS: dict[str, AgentRegistrar] = {
     "analyze": register_analyze_agent,
     "alert": register_alert_agent,
 }
-
-
-def topic_names(settings: Settings) -> list[str]:
-    """Every topic the app reads or writes (what `tweetwatch topics` creates)."""
-    return [settings.topic_tweets, settings.topic_dlq, settings.topic_negative,
-            settings.topic_alerts]
 
 
 def faust_broker_urls(bootstrap_servers: str) -> list[str]:

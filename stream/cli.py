@@ -7,26 +7,20 @@ database, no model) end in one line on stderr and a non-zero exit status, never 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError
 
 from stream.alerts_cli import alerts_command
+from stream.cli_common import load_settings, run_async, user_errors
 from stream.lazy_group import LazyGroup
-from stream.settings import Settings, get_settings, safe_url, unknown_variables
+from stream.settings import safe_url, unknown_variables
 from stream.watch_cli import watch_group
 from stream.web.cli import serve_command
-
-_EXPECTED_ERRORS = (OSError, ValueError, DBAPIError, RuntimeError)
 
 
 class OneLineErrorGroup(LazyGroup):
@@ -51,49 +45,11 @@ class OneLineErrorGroup(LazyGroup):
             sys.exit(130)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-@contextmanager
-def user_errors(action: str) -> Iterator[None]:
-    """Turn expected failures (unreachable broker or database, missing files) into a one-line
-    ``ClickException`` that names what was being done."""
-    try:
-        yield
-    except click.ClickException:
-        raise
-    except _EXPECTED_ERRORS as exc:
-        raise click.ClickException(f"{action}: {_first_line(exc)}") from exc
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with non-None command-line overrides applied."""
-    try:
-        base = get_settings()
-        values = {k: v for k, v in overrides.items() if v is not None}
-        return base.model_copy(update=values) if values else base
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "settings"
-        env = f"TWEETWATCH_{field.upper()}" if field in Settings.model_fields else field
-        raise click.ClickException(f"invalid setting {env}: {err['msg']}") from None
-
-
-def run_async(action: str, coro_factory: Callable[[], Any]) -> Any:
-    """Run a coroutine to completion; expected failures become one-line errors."""
-    # aiokafka logs each failed connection attempt; the one-line error below says it once.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    with user_errors(action):
-        return asyncio.run(coro_factory())
-
-
 # Training and benchmark commands load on use: the runtime imports neither (docs/architecture.md).
 TRAINING_AND_BENCH_COMMANDS = {
     "train": "model_export.cli:train_command",
     "eval": "model_export.cli:eval_command",
-    "bench": "stream.bench.cli:bench_group",
+    "bench": "benchmarks.cli:bench_group",
 }
 
 
@@ -264,11 +220,13 @@ def history(entity: str, days: int, as_json: bool) -> None:
               help="Replication factor [default: TWEETWATCH_TOPIC_REPLICATION].")
 def topics(partitions: int | None, replication: int | None) -> None:
     """Create the app's topics on a real Kafka broker (existing ones are left alone)."""
-    from infra.topics import create_topics
+    from stream.topics import ensure_topics, topic_names
 
     settings = load_settings(topic_partitions=partitions, topic_replication=replication)
-    created = run_async(f"cannot create topics on {settings.kafka_bootstrap_servers}",
-                        lambda: create_topics(settings))
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the error below says it once
+    with user_errors(f"cannot create topics on {settings.kafka_bootstrap_servers}"):
+        created = ensure_topics(settings.kafka_bootstrap_servers, topic_names(settings),
+                                settings.topic_partitions, settings.topic_replication)
     for name, was_created in created.items():
         click.echo(f"{name}: {'created' if was_created else 'exists'}")
 
@@ -326,16 +284,16 @@ def broker(kind: str) -> None:
     import signal
     import threading
 
-    from stream.app import topic_names
     from stream.broker import EmbeddedBroker
     from stream.tansu import TansuBroker
+    from stream.topics import ensure_topics, topic_names
 
     settings = load_settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     factory = TansuBroker if kind == "tansu" else EmbeddedBroker
     with user_errors(f"cannot start the {kind} broker"), factory() as embedded:
-        embedded.create_topics(topic_names(settings), settings.topic_partitions)
+        ensure_topics(embedded, topic_names(settings), settings.topic_partitions)
         click.echo(f"TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap_servers}")
         click.echo(f"topics: {', '.join(topic_names(settings))} "
                    f"({settings.topic_partitions} partitions); Ctrl-C stops", err=True)

@@ -10,7 +10,6 @@ the most-mentioned entities.
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,12 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from infra.migrate import upgrade
-from stream.app import topic_names
 from stream.broker import EmbeddedBroker
 from stream.history import entity_history, top_entities
 from stream.publish import publish, replay_messages
+from stream.records import AlertRecord, NegativeMention, parse_record
 from stream.settings import Settings
 from stream.storage import EntityMention, Tweet, create_engine
+from stream.topics import ensure_topics, topic_names
 from stream.watch_store import save_entities
 from stream.watchlist import WatchedEntity, read_watchlist
 from stream.worker_process import WorkerProcess
@@ -77,28 +77,30 @@ async def _watch(consumer: AIOKafkaConsumer, console: Console, tally: Tally, kin
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    _show(json.loads(record.value), console, tally, kind)
+                    _show(record.value, console, tally, kind)
     finally:
         await consumer.stop()
 
 
-def _show(doc: dict, console: Console, tally: Tally, kind: str) -> None:
+def _show(value: bytes, console: Console, tally: Tally, kind: str) -> None:
     if kind == "negative":
         tally.negatives += 1
         if tally.negatives <= _PRINT_NEGATIVES:
-            text = " ".join(doc["text"].split())
+            mention = parse_record(NegativeMention, value)
+            text = " ".join(mention.text.split())
             text = text if len(text) <= 90 else text[:89] + "…"
-            console.print(f"[red]negative[/] [bold]{escape(doc['entity'])}[/] ({doc['type']}, "
-                          f"p={doc['score']:.2f}, tweet {doc['tweet_sentiment']}): "
+            console.print(f"[red]negative[/] [bold]{escape(mention.entity)}[/] ({mention.type}, "
+                          f"p={mention.score:.2f}, tweet {mention.tweet_sentiment}): "
                           f"[dim]{escape(text)}[/]")
         elif tally.negatives == _PRINT_NEGATIVES + 1:
             console.print("[dim]... more negative mentions stream on; counted below[/]")
     elif kind == "alerts":
         tally.alerts += 1
         if tally.alerts <= _PRINT_ALERTS:
-            reason = (doc.get("reason") or {}).get("text")
-            console.print(f"[magenta]ALERT[/] [bold]{escape(str(doc.get('entity')))}[/] "
-                          f"({doc.get('generator')}): {escape(str(doc.get('text')))}"
+            alert = parse_record(AlertRecord, value)
+            reason = (alert.reason or {}).get("text")
+            console.print(f"[magenta]ALERT[/] [bold]{escape(alert.entity)}[/] "
+                          f"({alert.generator}): {escape(alert.text)}"
                           + (f"\n      [dim]why: {escape(str(reason))}[/]" if reason else ""))
     else:
         tally.rejected += 1
@@ -266,7 +268,7 @@ def run_demo(settings: Settings, tweets: int, source: str, database_url: str | N
     db_url = database_url or f"sqlite+aiosqlite:///{workdir / 'tweetwatch.db'}"
     started = time.monotonic()
     with EmbeddedBroker() as broker:
-        broker.create_topics(topic_names(settings), settings.topic_partitions)
+        ensure_topics(broker, topic_names(settings), settings.topic_partitions)
         demo_settings = settings.model_copy(update={
             "kafka_bootstrap_servers": broker.bootstrap_servers,
             "database_url": db_url,

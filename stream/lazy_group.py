@@ -4,23 +4,59 @@ The runtime CLI lists the training (``train``, ``eval``) and benchmark (``bench`
 but their modules import torch, gensim, matplotlib or the benchmark harness. Naming them as
 ``"module:attribute"`` strings keeps ``import stream.cli`` free of that code (the runtime never
 imports training), while ``tweetwatch --help`` and ``tweetwatch train ...`` still find them.
+
+The benchmarks (``benchmarks/``) are not installed at all: they run from a checkout of the
+repository. A command of theirs finds the package beside the ``stream`` package it runs
+(an editable install) or in the working directory.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
 
+# Top-level packages that exist in a checkout only (not in the wheel).
+CHECKOUT_ONLY = frozenset({"benchmarks"})
+
 
 class MissingExtra(click.ClickException):
-    """A lazy command's package is not installed (the runtime image has no training code)."""
+    """A lazy command's package is not installed (the runtime image has no training code, and
+    no installation has the benchmarks)."""
 
     def __init__(self, command: str, module: str) -> None:
-        super().__init__(f"'{command}' needs {module}, which is not installed "
-                         "(pip install 'tweetwatch[train,bench]')")
+        hint = ("they run from a checkout of the tweetwatch repository"
+                if module in CHECKOUT_ONLY else "pip install 'tweetwatch[train,bench]'")
+        super().__init__(f"'{command}' needs {module}, which is not installed ({hint})")
         self.module = module
+
+
+def _checkout_root(package: str) -> Path | None:
+    """The folder holding ``package`` in a checkout: beside ``stream``, else the working
+    directory; None when neither has it."""
+    beside_runtime = Path(__file__).resolve().parents[1]
+    for root in (beside_runtime, Path.cwd()):
+        if (root / package / "__init__.py").is_file():
+            return root
+    return None
+
+
+def import_command_module(name: str) -> ModuleType:
+    """``importlib.import_module(name)``; a checkout-only package is looked for in the
+    checkout (see the module docstring) before giving up."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        top = name.partition(".")[0]
+        root = _checkout_root(top) if exc.name == top and top in CHECKOUT_ONLY else None
+        if root is None:
+            raise
+        sys.path.append(str(root))
+        return importlib.import_module(name)
 
 
 class LazyGroup(click.Group):
@@ -60,7 +96,7 @@ class LazyGroup(click.Group):
     def _load(self, cmd_name: str) -> click.Command:
         module_name, _, attribute = self.lazy_subcommands[cmd_name].partition(":")
         try:
-            module = importlib.import_module(module_name)
+            module = import_command_module(module_name)
         except ImportError as exc:
             # The [train] or [bench] extra is not installed: say which, in one line.
             raise MissingExtra(cmd_name, exc.name or module_name) from exc

@@ -1,12 +1,24 @@
-"""Async client for OpenAI-compatible Chat Completions endpoints (vLLM, Ollama, llama.cpp, OpenAI).
+"""The LLM behind the alert texts: any OpenAI-compatible Chat Completions endpoint (vLLM,
+Ollama, llama.cpp, OpenAI), through the ``openai`` SDK.
 
-An alert must go out whether or not the LLM is healthy, so this client is built to fail fast
-and predictably rather than to try hard: every request has a timeout, at most
-``max_concurrency`` requests are in flight, transient failures (timeouts, connection errors,
-HTTP 429/5xx) are retried with exponential backoff and jitter, and a circuit breaker stops
-calling an endpoint that keeps failing until a trial request succeeds again. Every failure
-surfaces as an :class:`LLMError` subclass, which the alert worker turns into the template text.
-It runs on the event loop (aiohttp), so a slow endpoint never blocks other work.
+An alert must go out whether or not the LLM is healthy, so the client fails fast and
+predictably rather than trying hard. The SDK (``openai.AsyncOpenAI``) builds the request,
+authenticates, applies the per-request timeout and classifies failures; around it:
+
+- retries with exponential backoff and jitter (tenacity) after timeouts, connection errors and
+  HTTP 408/409/425/429/5xx, at most ``llm_retries`` of them. The SDK's own retries are off
+  (``max_retries=0``) so that the circuit breaker sees every attempt and the backoff is the
+  configured one;
+- a circuit breaker (below; neither the SDK nor tenacity has one) stops calling an endpoint
+  that keeps failing until a trial request succeeds again;
+- at most ``max_concurrency`` requests in flight;
+- the answer is read as a stream and given up past ``MAX_ANSWER_BYTES`` (a runaway endpoint
+  must not fill the worker's memory), and an error's body never reaches a message or a log
+  line (an error page may echo the request's headers, the API key among them). The SDK reads
+  an error response's body itself; only its status is kept here.
+
+Every failure surfaces as an :class:`LLMError` subclass, which the alert worker turns into the
+template text. It all runs on the event loop, so a slow endpoint never blocks other work.
 """
 
 from __future__ import annotations
@@ -19,7 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiohttp
+import openai
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from stream.settings import Settings
 
@@ -124,7 +137,7 @@ MAX_ANSWER_BYTES = 1024 * 1024
 
 
 class ChatClient:
-    """OpenAI-compatible ``POST {base_url}/chat/completions`` with timeout, retries, breaker.
+    """Chat completions from ``base_url`` with timeout, retries, breaker and a size cap.
 
     ``base_url`` includes the API prefix, e.g. ``http://ollama:11434/v1`` or
     ``https://api.openai.com/v1``. Create and use it inside the running event loop; call
@@ -146,18 +159,21 @@ class ChatClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"  # for messages: where requests go
         self.model = model
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
         self.breaker = CircuitBreaker(breaker_failures, breaker_reset_s, clock=clock)
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._rng = rng or random.Random()
-        self._session: aiohttp.ClientSession | None = None
+        # No key: no Authorization header at all (a local model wants none). The SDK insists
+        # on a key (else it reads OPENAI_API_KEY or refuses to start), so it gets a
+        # placeholder whose header each request then leaves out.
+        self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key or "no-key",
+                                          timeout=timeout_s, max_retries=0)
+        self._headers: dict[str, Any] = {} if api_key else {"Authorization": openai.Omit()}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChatClient | None:
@@ -181,6 +197,9 @@ class ChatClient:
         ceiling = self.backoff_s * (2 ** (attempt - 1))
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
+    def _wait(self, state: RetryCallState) -> float:
+        return self.backoff_delay(state.attempt_number)
+
     async def complete(
         self,
         messages: Sequence[ChatMessage],
@@ -189,63 +208,57 @@ class ChatClient:
         max_tokens: int = 200,
     ) -> Completion:
         """One chat completion; raises an :class:`LLMError` subclass when none can be had."""
-        payload: dict[str, Any] = {
+        request: dict[str, Any] = {
             "model": self.model,
             "messages": [m.as_dict() for m in messages],
             "temperature": temperature,
             "max_tokens": max_tokens,
             "stream": False,
+            "extra_headers": self._headers,
         }
-        last_error: LLMError | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff_delay(attempt))
+        last_error: list[LLMError] = []
+
+        async def attempt() -> Completion:
             if not self.breaker.allow():
-                raise LLMUnavailable(f"circuit breaker open for {self.url}") from last_error
+                raise LLMUnavailable(f"circuit breaker open for {self.url}") from (
+                    last_error[-1] if last_error else None)
             try:
                 async with self._semaphore:
-                    completion = await self._post(payload)
+                    completion = await self._request(request)
             except LLMError as exc:
                 self.breaker.record_failure()
-                last_error = exc
-                if not _retryable(exc):
-                    raise
-                continue
+                last_error.append(exc)
+                raise
             self.breaker.record_success()
             return completion
-        assert last_error is not None
-        raise last_error
 
-    async def _post(self, payload: dict[str, Any]) -> Completion:
-        session = self._ensure_session()
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.retries + 1), wait=self._wait,
+                                 retry=retry_if_exception(_retryable), reraise=True)
+        return await retrying(attempt)
+
+    async def _request(self, request: dict[str, Any]) -> Completion:
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with session.post(self.url, json=payload, headers=self._headers) as resp:
-                    status = resp.status
-                    if status != 200:
-                        # The body is never read nor logged: an error page may echo the
-                        # request's headers, the API key among them.
-                        raise LLMHTTPError(f"{self.url} answered HTTP {status} {resp.reason}",
-                                           status=status)
-                    body = await _read_capped(resp, MAX_ANSWER_BYTES)
-        except TimeoutError as exc:
-            raise LLMTimeout(f"no answer from {self.url} within {self.timeout_s:g} s") from exc
-        except aiohttp.ClientError as exc:
-            raise LLMHTTPError(f"request to {self.url} failed: {type(exc).__name__}") from exc
+                async with self._client.chat.completions.with_streaming_response.create(
+                        **request) as response:
+                    body = await _read_capped(response, MAX_ANSWER_BYTES)
+        except (TimeoutError, openai.APITimeoutError):
+            raise LLMTimeout(f"no answer from {self.url} within {self.timeout_s:g} s") from None
+        except openai.APIStatusError as exc:
+            # Neither the SDK's message nor its exception travel on: both quote the body.
+            reason = getattr(exc.response, "reason_phrase", "") or ""
+            raise LLMHTTPError(f"{self.url} answered HTTP {exc.status_code} {reason}".strip(),
+                               status=exc.status_code) from None
+        except openai.APIConnectionError as exc:
+            cause = type(exc.__cause__ or exc).__name__
+            raise LLMHTTPError(f"request to {self.url} failed: {cause}") from None
         return _parse_completion(body, self.model)
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        await self._client.close()
 
 
-def _retryable(exc: LLMError) -> bool:
+def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, LLMTimeout):
         return True
     if isinstance(exc, LLMHTTPError):
@@ -253,13 +266,14 @@ def _retryable(exc: LLMError) -> bool:
     return False
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def _read_capped(response: Any, limit: int) -> bytes:
     """The response body, or :class:`LLMBadResponse` as soon as it passes ``limit`` bytes (an
-    alert needs a few hundred; a runaway endpoint must not fill the worker's memory)."""
-    if resp.content_length is not None and resp.content_length > limit:
-        raise LLMBadResponse(f"answer of {resp.content_length} bytes is over {limit}")
+    alert needs a few hundred)."""
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise LLMBadResponse(f"answer of {length} bytes is over {limit}")
     body = bytearray()
-    async for chunk in resp.content.iter_chunked(64 * 1024):
+    async for chunk in response.iter_bytes(64 * 1024):
         body += chunk
         if len(body) > limit:
             raise LLMBadResponse(f"answer is over {limit} bytes")

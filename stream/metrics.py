@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from faust.types import EventT
 
     from stream.llm import ChatClient
+    from stream.records import AlertRecord
     from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,8 @@ def batch_committed(events: Sequence[EventT], seconds: float) -> None:
             PUBLISH_TO_COMMIT.observe(max(0.0, now - stamp))
 
 
-def alert_fired(alert: dict[str, Any]) -> None:
-    ALERTS.labels(generator=str(alert.get("generator", "unknown"))).inc()
+def alert_fired(alert: AlertRecord) -> None:
+    ALERTS.labels(generator=alert.generator).inc()
 
 
 class _TotalsCollector(Collector):

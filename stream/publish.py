@@ -22,7 +22,7 @@ from typing import IO
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
-from stream.records import encode, tweet_record
+from stream.records import tweet_record
 
 # Real tweets in the shared data, by name: (file relative to the data folder, text column).
 REPLAY_SOURCES: dict[str, tuple[str, int]] = {
@@ -70,7 +70,7 @@ def line_to_message(line: str, number: int | None = None) -> Outgoing | None:
         # rejects them to the dead-letter topic as invalid UTF-8.
         return Outgoing(None, stripped.encode("utf-8", "surrogateescape"), number)
     tweet_id = text_id(stripped)
-    return Outgoing(tweet_id.encode("utf-8"), encode(tweet_record(tweet_id, stripped)), number)
+    return Outgoing(tweet_id.encode("utf-8"), tweet_record(tweet_id, stripped).to_json(), number)
 
 
 def messages_from_lines(lines: Iterable[str]) -> Iterator[Outgoing]:
@@ -109,7 +109,7 @@ def replay_messages(data_dir: Path, count: int, source: str = "topic",
     out = []
     for index in chosen:
         tweet_id = f"{source}-{index}"
-        out.append(Outgoing(tweet_id.encode(), encode(tweet_record(tweet_id, texts[index]))))
+        out.append(Outgoing(tweet_id.encode(), tweet_record(tweet_id, texts[index]).to_json()))
     return out
 
 

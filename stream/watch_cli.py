@@ -17,7 +17,7 @@ from stream.watchlist import InvalidWatchlist, WatchedEntity, dump_watchlist, ma
 
 def _with_store(action: str, step: Callable[[AsyncConnection], Awaitable[Any]],
                 write: bool) -> Any:
-    from stream.cli import load_settings, run_async
+    from stream.cli_common import load_settings, run_async
     from stream.settings import safe_url
     from stream.storage import create_engine
 

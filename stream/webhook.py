@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -21,6 +20,7 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from stream.metrics import WEBHOOK_DELIVERIES
+from stream.records import AlertRecord
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,38 +49,32 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def slack_payload(alert: dict[str, Any], dashboard_url: str) -> dict[str, Any]:
+def slack_payload(alert: AlertRecord, dashboard_url: str) -> dict[str, Any]:
     """Slack-compatible JSON: ``text`` (the notification and fallback) plus Block Kit blocks
     with the entity, why it fired, the window and a link to the dashboard."""
-    share = alert["negative_mentions"] / alert["mentions"] if alert["mentions"] else 0.0
-    reason = (f"{alert['negative_mentions']} of {alert['mentions']} mentions negative "
-              f"({share:.0%})")
-    try:
-        start = datetime.fromisoformat(alert["window_start"]).strftime("%Y-%m-%d %H:%M")
-        end = datetime.fromisoformat(alert["window_end"]).strftime("%H:%M %Z").strip()
-        window = f"{start} – {end}"
-    except (KeyError, TypeError, ValueError):
-        window = "?"
-    link = entity_link(dashboard_url, alert["entity_key"])
-    generator = alert.get("generator", "?") + (f" ({alert['model']})" if alert.get("model")
-                                               else "")
-    entity, text = slack_escape(str(alert["entity"])), slack_escape(str(alert["text"]))
+    share = alert.negative_mentions / alert.mentions if alert.mentions else 0.0
+    reason = f"{alert.negative_mentions} of {alert.mentions} mentions negative ({share:.0%})"
+    window = (f"{alert.window_start.strftime('%Y-%m-%d %H:%M')} – "
+              f"{alert.window_end.strftime('%H:%M %Z').strip()}")
+    link = entity_link(dashboard_url, alert.entity_key)
+    generator = alert.generator + (f" ({alert.model})" if alert.model else "")
+    entity, text = slack_escape(alert.entity), slack_escape(alert.text)
     return {
         "text": f"tweetwatch alert: {entity}: {text}",
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*{entity}*: {text}"}},
             {"type": "section", "fields": [
-                {"type": "mrkdwn", "text": f"*Entity*\n{entity} ({alert['type']})"},
+                {"type": "mrkdwn", "text": f"*Entity*\n{entity} ({alert.type})"},
                 {"type": "mrkdwn", "text": f"*Reason*\n{reason}"},
                 {"type": "mrkdwn", "text": f"*Window*\n{window}"},
                 {"type": "mrkdwn", "text": f"*Written by*\n{slack_escape(generator)}"},
             ]},
             {"type": "context", "elements": [
                 {"type": "mrkdwn", "text": f"<{link}|Open {entity} on the dashboard>"
-                                           f" · alert `{slack_escape(alert['alert_id'])}`"}]},
+                                           f" · alert `{slack_escape(alert.alert_id)}`"}]},
         ],
-        "alert_id": alert["alert_id"],
-        "entity_key": alert["entity_key"],
+        "alert_id": alert.alert_id,
+        "entity_key": alert.entity_key,
         "dashboard_url": link,
     }
 
@@ -95,7 +89,7 @@ class AlertWebhook:
         self.retries = retries
         self.backoff_s = backoff_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_size)
+        self.queue: asyncio.Queue[AlertRecord] = asyncio.Queue(maxsize=queue_size)
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
@@ -117,7 +111,7 @@ class AlertWebhook:
         self._task = asyncio.get_running_loop().create_task(self._drain())
         return self
 
-    def offer(self, alert: dict[str, Any]) -> bool:
+    def offer(self, alert: AlertRecord) -> bool:
         """Queue ``alert`` for delivery without waiting; False (logged, counted) when full."""
         try:
             self.queue.put_nowait(alert)
@@ -125,7 +119,7 @@ class AlertWebhook:
             self.dropped += 1
             _count("dropped")
             log.warning("webhook queue full (%d): alert %s not delivered (it is on the "
-                        "topic and in the table)", self.queue.maxsize, alert.get("alert_id"))
+                        "topic and in the table)", self.queue.maxsize, alert.alert_id)
             return False
         return True
 
@@ -136,7 +130,7 @@ class AlertWebhook:
                 body = (await response.text())[:200]
                 raise WebhookRejected(f"HTTP {response.status}: {body}")
 
-    async def deliver(self, alert: dict[str, Any]) -> bool:
+    async def deliver(self, alert: AlertRecord) -> bool:
         """Post one alert, retrying failures; True when the receiver accepted it."""
         payload = slack_payload(alert, self.dashboard_url)
         retrying = AsyncRetrying(
@@ -154,7 +148,7 @@ class AlertWebhook:
             self.failed += 1
             _count("failed")
             log.warning("webhook delivery of alert %s failed after %d attempts: %s",
-                        alert.get("alert_id"), self.retries + 1,
+                        alert.alert_id, self.retries + 1,
                         (str(exc).splitlines() or [type(exc).__name__])[0])
             return False
         self.delivered += 1
@@ -167,7 +161,7 @@ class AlertWebhook:
             try:
                 await self.deliver(alert)
             except Exception:  # noqa: BLE001 - a bug here must not end delivery for good
-                log.exception("webhook delivery of alert %s failed", alert.get("alert_id"))
+                log.exception("webhook delivery of alert %s failed", alert.alert_id)
             finally:
                 self.queue.task_done()
 

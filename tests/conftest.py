@@ -12,55 +12,44 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 import psycopg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from infra.migrate import scratch_database as scratch_database_of
 from infra.migrate import upgrade
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
 from stream.tansu import TansuBroker
+from stream.topics import LocalBroker, ensure_topics
 
 RUN_ID = uuid.uuid4().hex[:8]
 PG_SERVER = os.environ.get("TWEETWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 PG_URL = PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1) + "/postgres"
 
 
-class TopicMaker(Protocol):
-    def create_topics(self, names: Iterable[str], partitions: int = 1,
-                      replication: int = 1) -> None: ...
-
-
 class Broker:
     """The broker tests talk to: one started here (embedded or Tansu), or a real cluster from
     KAFKA_BOOTSTRAP_SERVERS (``embedded`` is None then)."""
 
-    def __init__(self, bootstrap_servers: str, embedded: TopicMaker | None) -> None:
+    def __init__(self, bootstrap_servers: str, embedded: LocalBroker | None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.embedded = embedded
 
     def create_topics(self, names: list[str], partitions: int) -> None:
-        if self.embedded is not None:
-            self.embedded.create_topics(names, partitions)
-            return
+        ensure_topics(self.embedded or self.bootstrap_servers, names, partitions)
 
-        async def create() -> None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-            await admin.start()
-            try:
-                await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-            finally:
-                await admin.close()
 
-        asyncio.run(create())
+# The LLM client is the openai SDK, which reads OPENAI_* variables (key, organisation, project,
+# base URL) from the environment. The tests' LLM is the loopback server of llm_server.py,
+# named by base_url: no variable of the developer's environment may add to its requests or
+# point anything elsewhere. Worker processes inherit this environment.
+for _name in [n for n in os.environ if n.startswith("OPENAI_")]:
+    del os.environ[_name]
 
 
 @pytest.fixture(scope="session")

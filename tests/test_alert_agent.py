@@ -23,6 +23,7 @@ from llm_server import MODEL, LLMServer
 
 from stream.alerting import alert_from_row
 from stream.prompts import AlertContext, template_alert
+from stream.records import AlertRecord, NegativeMention
 from stream.settings import Settings
 from stream.storage import Alert, create_engine, store_batch
 from stream.worker_process import WorkerProcess, settings_env
@@ -100,13 +101,12 @@ def negative_records(tweets: dict[str, tuple], base: datetime,
     for tweet_id, (key, surface, text, sentiment, offset) in tweets.items():
         if sentiment != "negative":
             continue
-        record = {"v": 1, "tweet_id": tweet_id, "entity": surface, "entity_key": key,
-                  "type": "company", "sentiment": "negative", "score": 0.9,
-                  "tweet_sentiment": "negative", "text": text,
-                  "created_at": (base + timedelta(seconds=offset)).isoformat()}
-        if watched and key in watched:
-            record.update(watch=watched[key], type_source="watchlist")
-        out.append((key.encode(), json.dumps(record).encode()))
+        name = (watched or {}).get(key)
+        record = NegativeMention(tweet_id=tweet_id, entity=surface, entity_key=key,
+                                 type="company", score=0.9, tweet_sentiment="negative",
+                                 text=text, created_at=base + timedelta(seconds=offset),
+                                 watch=name, type_source="watchlist" if name else "model")
+        out.append((key.encode(), record.to_json()))
     return out
 
 
@@ -145,7 +145,8 @@ async def read_topic(settings: Settings, topic: str, expect: int, timeout: float
 
 
 async def stored_alerts(pg_url: str, keys: set[str], base: datetime) -> list[dict]:
-    """This test's alerts: the database is shared by the whole test run."""
+    """This test's alerts as JSON documents, as on the topic: the database is shared by the
+    whole test run."""
     engine = create_engine(pg_url)
     try:
         async with engine.connect() as conn:
@@ -158,7 +159,7 @@ async def stored_alerts(pg_url: str, keys: set[str], base: datetime) -> list[dic
             )).all()
     finally:
         await engine.dispose()
-    return [alert_from_row(r) for r in rows]
+    return [alert_from_row(r).model_dump(mode="json") for r in rows]
 
 
 def start_worker(settings: Settings, tmp_path: Path, name: str) -> WorkerProcess:
@@ -269,8 +270,10 @@ async def test_template_when_llm_is_down(topic_settings, pg_url, tmp_path):
 async def test_alerts_follow_prints_new_alerts_as_they_arrive(topic_settings, tmp_path):
     """`tweetwatch alerts --follow` starts at the topic's end and prints what comes next."""
     settings = make_settings(topic_settings)
-    old = {"v": 1, "alert_id": "old:1-2", "entity": "Old", "text": "Alert: before"}
-    await publish(settings, settings.topic_alerts, [(b"old", json.dumps(old).encode())])
+    old = AlertRecord(alert_id="old:1-2", entity="Old", entity_key="old", type="", window_start=T0,
+                      window_end=T0, negative_mentions=2, mentions=2, tweet_ids=("o1", "o2"),
+                      text="Alert: before", generator="template", created_at=T0)
+    await publish(settings, settings.topic_alerts, [(b"old", old.to_json())])
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETWATCH_")}
     env.update(settings_env(settings))
     follower = subprocess.Popen(
@@ -280,15 +283,18 @@ async def test_alerts_follow_prints_new_alerts_as_they_arrive(topic_settings, tm
     try:
         ready = await asyncio.to_thread(follower.stderr.readline)
         assert ready.startswith(f"following {settings.topic_alerts}"), ready
-        new = {**old, "alert_id": "new:3-4", "entity": "New", "text": "Alert: after"}
+        new = old.model_copy(update={"alert_id": "new:3-4", "entity": "New",
+                                     "text": "Alert: after"})
         await publish(settings, settings.topic_alerts,
-                      [(b"new", b"not json"), (b"new", json.dumps(new).encode())])  # one partition
+                      [(b"new", b"not json"), (b"new", b'{"v": 1, "alert_id": "x"}'),
+                       (b"new", new.to_json())])  # one partition
         out, err = await asyncio.to_thread(follower.communicate, timeout=30)
     finally:
         follower.kill()
     assert follower.returncode == 0, err
-    assert [json.loads(line) for line in out.splitlines()] == [new]
-    assert "skipping a message that is not JSON" in err
+    assert [AlertRecord.model_validate_json(line) for line in out.splitlines()] == [new]
+    assert "skipping a message that is not an alert" in err and "not JSON" in err
+    assert "missing field 'entity'" in err
 
 
 async def test_a_slow_llm_call_delays_only_its_own_entity(broker, pg_url, tmp_path, request):

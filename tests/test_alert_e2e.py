@@ -23,7 +23,7 @@ from test_alert_agent import read_topic
 from stream.alerting import alert_from_row, alert_id_for
 from stream.prompts import display_name
 from stream.publish import Outgoing, publish, read_shared_tweets
-from stream.records import encode, tweet_record
+from stream.records import TweetIn
 from stream.settings import Settings
 from stream.spikes import SpikeStats, SpikeThresholds, WindowCounts, judge
 from stream.storage import Alert, EntityMention, Tweet, create_engine
@@ -45,7 +45,7 @@ def real_tweets(settings: Settings, run: str) -> list[tuple[str, str, datetime]]
 
 
 def messages(tweets: list[tuple[str, str, datetime]]) -> list[Outgoing]:
-    return [Outgoing(i.encode(), encode(tweet_record(i, text, created_at=at)))
+    return [Outgoing(i.encode(), TweetIn(id=i, text=text, created_at=at).to_json())
             for i, text, at in tweets]
 
 
@@ -84,7 +84,7 @@ async def rows(url: str, ids: list[str]) -> tuple[list, list[dict]]:
                 .order_by(table.c.window_end))).all()
     finally:
         await engine.dispose()
-    return mentions, [alert_from_row(a) for a in alerts]
+    return mentions, [alert_from_row(a).model_dump(mode="json") for a in alerts]
 
 
 def oracle(settings: Settings, mentions: list) -> dict[str, tuple[int, int, datetime]]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_export.bench_model import ENGINES, flops_per_tweet, load_torch_model, text_shape
-from stream.bench.load import sample_tweets
+from benchmarks.load import sample_tweets
+from benchmarks.model import ENGINES, flops_per_tweet, load_torch_model, text_shape
 from stream.settings import Settings
 
 SETTINGS = Settings()

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stream.bench.profile import classify
+from benchmarks.profile import classify
 from stream.settings import Settings
 
 PG_SERVER = os.environ.get("TWEETWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")

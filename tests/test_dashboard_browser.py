@@ -24,7 +24,7 @@ from serve_process import ServeProcess
 
 from stream.alerting import insert_alert
 from stream.publish import Outgoing, publish, read_shared_tweets
-from stream.records import WIRE_VERSION, encode, tweet_record
+from stream.records import AlertRecord, TweetIn
 from stream.settings import Settings
 from stream.storage import Alert, EntityMention, Tweet, create_engine
 from stream.worker_process import WorkerProcess
@@ -73,7 +73,7 @@ def _fill_store(settings: Settings, tmp_path: Path) -> None:
     start = datetime.now(UTC) - SPAN
     step = SPAN / TWEETS
     messages = [Outgoing(f"web-{i}".encode(),
-                         encode(tweet_record(f"web-{i}", text, created_at=start + i * step)))
+                         TweetIn(id=f"web-{i}", text=text, created_at=start + i * step).to_json())
                 for i, text in enumerate(texts)]
     worker = WorkerProcess(settings, tmp_path / "worker.log", ["analyze", "alert"]).start()
     try:
@@ -115,13 +115,12 @@ async def _insert_alert(url: str, key: str) -> str:
     engine = create_engine(url)
     try:
         async with engine.begin() as conn:
-            assert await insert_alert(conn, {
-                "v": WIRE_VERSION, "alert_id": alert_id, "entity": key.title(),
-                "entity_key": key, "type": "person",
-                "window_start": (now - timedelta(minutes=5)).isoformat(),
-                "window_end": now.isoformat(), "negative_mentions": 3, "mentions": 4,
-                "tweet_ids": ["web-0"], "text": "inserted while the page is open",
-                "generator": "template", "model": None, "created_at": now.isoformat()})
+            assert await insert_alert(conn, AlertRecord(
+                alert_id=alert_id, entity=key.title(), entity_key=key, type="person",
+                window_start=now - timedelta(minutes=5), window_end=now,
+                negative_mentions=3, mentions=4, tweet_ids=("web-0",),
+                text="inserted while the page is open", generator="template",
+                created_at=now))
     finally:
         await engine.dispose()
     return alert_id

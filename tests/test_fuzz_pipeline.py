@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from llm_server import LLMServer
 
 from stream.publish import Outgoing, publish, read_shared_tweets
-from stream.records import InvalidTweet, encode, parse_tweet, tweet_record
+from stream.records import InvalidTweet, TweetIn, encode, parse_tweet
 from stream.settings import Settings
 from stream.storage import Alert, Tweet, create_engine
 from stream.worker_process import WorkerProcess
@@ -155,7 +155,7 @@ async def test_no_message_stops_the_worker(broker, pg_url, tmp_path: Path) -> No
     rng = random.Random(20261207)
 
     texts = read_shared_tweets(settings.data_dir, "topic")[:600] + EXTREME_VALID
-    valid = [encode(tweet_record(f"{run}-{i}", text, created_at=BASE + timedelta(seconds=i)))
+    valid = [TweetIn(id=f"{run}-{i}", text=text, created_at=BASE + timedelta(seconds=i)).to_json()
              for i, text in enumerate(texts)]
     bad = REPRODUCTIONS + _garbage(rng, 1200)
     mixed = [Outgoing(None, raw) for raw in valid + bad]

@@ -55,6 +55,17 @@ async def test_good_answer_and_request_shape(server):
     assert server.authorizations == ["Bearer sekret"]
 
 
+async def test_no_key_sends_no_authorization(server, monkeypatch):
+    """A local model wants no key: none is sent, not even one from OPENAI_API_KEY."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    client = make_client(server)
+    try:
+        await client.complete(PROMPT)
+    finally:
+        await client.close()
+    assert server.authorizations == [None]
+
+
 async def test_retries_transient_errors_then_succeeds(server):
     server.script = ["error", "error"]
     client = make_client(server, retries=2)
@@ -184,6 +195,18 @@ def test_backoff_grows_exponentially_with_bounded_jitter():
         delays = {client.backoff_delay(attempt) for _ in range(20)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1  # jittered
+
+
+async def test_requests_go_to_the_configured_endpoint_only(server, monkeypatch):
+    """The SDK would read OPENAI_BASE_URL; the configured base URL wins, so a test's requests
+    reach the loopback server and nothing else."""
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens
+    client = make_client(server)
+    try:
+        await client.complete(PROMPT)
+    finally:
+        await client.close()
+    assert len(server.requests) == 1
 
 
 def test_from_settings_without_endpoint_is_none():

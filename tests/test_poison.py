@@ -15,23 +15,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.alerting import (
-    AlertPolicy,
-    InvalidNegativeRecord,
-    alert_id_for,
-    parse_negative_record,
-    window_for,
-    within_cooldown,
-)
+from stream.alerting import AlertPolicy, alert_id_for, window_for, within_cooldown
 from stream.analyze_agent import tweet_rows
 from stream.inference import MAX_ENTITY_CHARS, MAX_MENTIONS, Analyzer
 from stream.prompts import AlertContext, InvalidAlert, template_alert, validate_alert
 from stream.records import (
     MAX_DEAD_LETTER_BYTES,
+    InvalidNegativeRecord,
     InvalidTweet,
     dead_letter_record,
-    encode,
     negative_entity_record,
+    parse_negative_record,
     parse_tweet,
 )
 from stream.settings import Settings
@@ -39,8 +33,7 @@ from stream.textproc import INVISIBLE
 
 LIMIT = 2000
 # The widest policy the settings allow: the window arithmetic must hold at its extremes.
-POLICY = AlertPolicy(window_s=30 * 24 * 3600, min_negative=1, min_negative_share=0.0,
-                     cooldown_s=30 * 24 * 3600, negative_threshold=0.0)
+POLICY = AlertPolicy(window_s=30 * 24 * 3600, cooldown_s=30 * 24 * 3600)
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 
 json_values = st.recursive(
@@ -86,7 +79,7 @@ def _walk(raw: bytes, analyzer: Analyzer) -> None:
     try:
         tweet = parse_tweet(raw, LIMIT)
     except InvalidTweet as exc:
-        letter = encode(dead_letter_record(raw, str(exc), "tweets", 0, 0, NOW))
+        letter = dead_letter_record(raw, str(exc), "tweets", 0, 0, NOW).to_json()
         assert len(letter) <= MAX_DEAD_LETTER_BYTES and "\n" not in str(exc)
         return
     created = tweet.created_at or NOW
@@ -97,7 +90,7 @@ def _walk(raw: bytes, analyzer: Analyzer) -> None:
     assert len(tweets) == 1 and len(mentions) == len(prediction.mentions)
     for mention in prediction.mentions:
         assert not INVISIBLE.search(mention.entity) and len(mention.entity) <= MAX_ENTITY_CHARS
-        record = encode(negative_entity_record(tweet, prediction, mention, created))
+        record = negative_entity_record(tweet, prediction, mention, created).to_json()
         try:
             negative = parse_negative_record(record)
         except InvalidNegativeRecord as exc:  # only an over-long name may be refused here
@@ -135,13 +128,15 @@ def test_extreme_messages_are_dead_lettered_within_the_size_limit(raw: bytes,
     with pytest.raises(InvalidTweet):
         parse_tweet(raw, LIMIT)
     letter = dead_letter_record(raw, "reason " * 1000, "tweets", 3, 9, NOW)
-    assert len(encode(letter)) <= MAX_DEAD_LETTER_BYTES
-    if letter.get("payload_truncated"):
-        assert letter["payload_bytes"] == len(raw) > MAX_DEAD_LETTER_BYTES // 8
-        assert len(letter["payload_sha256"]) == 64
+    assert len(letter.to_json()) <= MAX_DEAD_LETTER_BYTES
+    if letter.payload_truncated:
+        assert letter.payload_bytes == len(raw) > MAX_DEAD_LETTER_BYTES // 8
+        assert letter.payload_sha256 is not None and len(letter.payload_sha256) == 64
     else:  # kept whole
-        assert letter["payload"].encode() == raw and len(raw) < MAX_DEAD_LETTER_BYTES
-    assert len(letter["reason"]) <= 1000
+        assert letter.payload is not None
+        assert letter.payload.encode() == raw and len(raw) < MAX_DEAD_LETTER_BYTES
+        assert "payload_truncated" not in json.loads(letter.to_json())
+    assert len(letter.reason) <= 1000
     _walk(raw, analyzer)
 
 

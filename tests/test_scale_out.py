@@ -56,6 +56,7 @@ from infra.migrate import scratch_database
 from stream.alerting import AlertPolicy, alert_id_for, window_for
 from stream.consumer_lag import group_lag, log_end_offsets
 from stream.publish import REPLAY_SOURCES, Outgoing, publish, read_shared_tweets
+from stream.records import TweetIn
 from stream.settings import Settings
 from stream.worker_process import WorkerProcess
 
@@ -87,9 +88,9 @@ def _replay(count: int) -> tuple[list[Outgoing], dict[str, str]]:
     for n in range(count):
         tweet_id = f"scale-{n}"
         text = rng.choice(pool)
-        created = (BASE_TIME + timedelta(milliseconds=100 * n)).isoformat()
-        record = {"v": 1, "id": tweet_id, "text": text, "created_at": created}
-        messages.append(Outgoing(tweet_id.encode(), json.dumps(record).encode()))
+        created = BASE_TIME + timedelta(milliseconds=100 * n)
+        record = TweetIn(id=tweet_id, text=text, created_at=created)
+        messages.append(Outgoing(tweet_id.encode(), record.to_json()))
         texts[tweet_id] = text
     return messages, texts
 

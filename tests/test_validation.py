@@ -93,14 +93,15 @@ def test_text_at_the_limit_is_accepted() -> None:
 
 def test_dead_letter_keeps_the_raw_payload() -> None:
     now = datetime(2024, 1, 1, tzinfo=UTC)
-    text = dead_letter_record(b'{"id": 1', "malformed JSON", "tweets", 2, 17, now)
-    assert text["payload"] == '{"id": 1' and text["payload_encoding"] == "utf-8"
-    assert (text["source_topic"], text["source_partition"], text["source_offset"]) == (
-        "tweets", 2, 17)
-    assert text["v"] == 1 and text["reason"] == "malformed JSON"
+    text = json.loads(dead_letter_record(b'{"id": 1', "malformed JSON", "tweets", 2, 17,
+                                         now).to_json())
+    assert text == {"v": 1, "reason": "malformed JSON", "payload": '{"id": 1',
+                    "payload_encoding": "utf-8", "source_topic": "tweets",
+                    "source_partition": 2, "source_offset": 17,
+                    "rejected_at": "2024-01-01T00:00:00+00:00"}
     binary = dead_letter_record(b"\xff\x00", "invalid UTF-8 at byte 0", "tweets", 0, 0, now)
-    assert binary["payload_encoding"] == "base64"
-    assert base64.b64decode(binary["payload"]) == b"\xff\x00"
+    assert binary.payload_encoding == "base64" and binary.payload is not None
+    assert base64.b64decode(binary.payload) == b"\xff\x00"
 
 
 def test_publish_lines() -> None:

@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 from test_alert_agent import publish, read_topic, stored_alerts
 
-from stream.records import encode, tweet_record
+from stream.records import NegativeMention, TweetIn
 from stream.settings import Settings
 from stream.storage import EntityMention, Tweet, create_engine, store_batch
 from stream.worker_process import WorkerProcess, settings_env
@@ -70,7 +70,7 @@ def wait_stored(url: str, ids: list[str], worker: WorkerProcess,
 
 async def send_tweets(settings: Settings, tweets: dict[str, str]) -> None:
     await publish(settings, settings.topic_tweets,
-                  [(i.encode(), encode(tweet_record(i, text, created_at=datetime.now(UTC))))
+                  [(i.encode(), TweetIn(id=i, text=text, created_at=datetime.now(UTC)).to_json())
                    for i, text in tweets.items()])
 
 
@@ -162,11 +162,10 @@ async def store_rows(url: str, key: str, name: str,
 
 def negative_records(key: str, name: str,
                      tweets: list[tuple[str, datetime, str]]) -> list[tuple[bytes, bytes]]:
-    return [(key.encode(), json.dumps({
-        "v": 1, "tweet_id": tweet_id, "entity": name, "entity_key": key, "type": "company",
-        "type_source": "watchlist", "watch": name, "sentiment": "negative", "score": 0.9,
-        "tweet_sentiment": "negative", "text": f"{name} is awful, refund now ({tweet_id})",
-        "created_at": at.isoformat()}).encode())
+    return [(key.encode(), NegativeMention(
+        tweet_id=tweet_id, entity=name, entity_key=key, type="company",
+        type_source="watchlist", watch=name, score=0.9, tweet_sentiment="negative",
+        text=f"{name} is awful, refund now ({tweet_id})", created_at=at).to_json())
         for tweet_id, at, sentiment in tweets if sentiment == "negative"]
 
 

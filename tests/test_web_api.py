@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from serve_process import ServeProcess
 
 from stream.alerting import insert_alert
-from stream.records import WIRE_VERSION
+from stream.records import AlertRecord
 from stream.settings import Settings
 from stream.storage import WatchedEntityRow, create_engine, store_batch
 from stream.web.app import create_app
@@ -51,12 +51,11 @@ def _at(hours_ago: float) -> datetime:
     return NOW - timedelta(hours=hours_ago)
 
 
-def _alert(alert_id: str, key: str, end: datetime, tweet_ids: list[str]) -> dict[str, Any]:
-    return {"v": WIRE_VERSION, "alert_id": alert_id, "entity": key.title(), "entity_key": key,
-            "type": "company", "window_start": (end - timedelta(minutes=5)).isoformat(),
-            "window_end": end.isoformat(), "negative_mentions": 2, "mentions": 2,
-            "tweet_ids": tweet_ids, "text": f"{key} is criticised",
-            "generator": "template", "model": None, "created_at": end.isoformat()}
+def _alert(alert_id: str, key: str, end: datetime, tweet_ids: list[str]) -> AlertRecord:
+    return AlertRecord(alert_id=alert_id, entity=key.title(), entity_key=key, type="company",
+                       window_start=end - timedelta(minutes=5), window_end=end,
+                       negative_mentions=2, mentions=2, tweet_ids=tuple(tweet_ids),
+                       text=f"{key} is criticised", generator="template", created_at=end)
 
 
 async def _fill(url: str) -> None:
@@ -320,11 +319,11 @@ def test_demo_serve_prints_the_url_and_serves_its_store(tmp_path: Path) -> None:
 
 def test_query_benchmark_runs(scratch_database: ScratchDatabase,
                               capsys: pytest.CaptureFixture[str]) -> None:
-    """`python -m stream.bench.api` (docs/api.md's query timings), on a small store."""
-    from stream.bench.api import main
+    """`tweetwatch bench api` (docs/api.md's query timings), on a small store."""
+    from benchmarks.api import main
 
     main(["--database-url", scratch_database.url, "--mentions", "3000", "--entities", "50",
-          "--repeat", "2"])
+          "--repeat", "2"], standalone_mode=False)
     out = capsys.readouterr().out
     assert "filled 3000 mentions of 50 entities" in out
     rows = [line for line in out.splitlines() if line.startswith("| `/api/")]

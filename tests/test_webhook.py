@@ -35,16 +35,21 @@ from test_alert_agent import (
     stored_alerts,
 )
 
+from stream.records import AlertRecord
 from stream.settings import Settings
 from stream.webhook import AlertWebhook, entity_link, redacted_url, slack_payload
 
-ALERT = {
+ALERT = AlertRecord.model_validate({
     "v": 1, "alert_id": "acme:1-2", "entity": "Acme", "entity_key": "acme", "type": "company",
     "window_start": "2026-01-05T10:00:00+00:00", "window_end": "2026-01-05T10:05:00+00:00",
     "negative_mentions": 3, "mentions": 4, "tweet_ids": ["a", "b", "c"],
     "text": "Alert: Acme is criticised for outages.", "generator": "template", "model": None,
     "created_at": "2026-01-05T10:05:01+00:00",
-}
+})
+
+
+def alert_with(**changes: Any) -> AlertRecord:
+    return ALERT.model_copy(update=changes)
 
 
 @dataclass
@@ -111,7 +116,7 @@ def test_config_hides_the_webhook_secret() -> None:
 
 
 def test_slack_payload_escapes_what_came_from_tweets() -> None:
-    alert = {**ALERT, "entity": "A&B <!channel>", "text": "see <http://evil.example|here>"}
+    alert = alert_with(entity="A&B <!channel>", text="see <http://evil.example|here>")
     payload = slack_payload(alert, "http://127.0.0.1:8080/")
     assert payload["text"] == ("tweetwatch alert: A&amp;B &lt;!channel&gt;: "
                                "see &lt;http://evil.example|here&gt;")
@@ -140,7 +145,7 @@ async def test_a_dead_receiver_never_blocks_the_caller() -> None:
     hook = AlertWebhook(url, "http://127.0.0.1:8080/", retries=2, backoff_s=0.01).start()
     try:
         began = time.perf_counter()
-        assert all(hook.offer({**ALERT, "alert_id": f"acme:{i}"}) for i in range(5))
+        assert all(hook.offer(alert_with(alert_id=f"acme:{i}")) for i in range(5))
         assert time.perf_counter() - began < 0.05
         await asyncio.wait_for(hook.queue.join(), 10)
     finally:
@@ -152,7 +157,7 @@ async def test_the_queue_is_bounded() -> None:
     receiver = await Receiver(delay_s=0.5).start()
     hook = AlertWebhook(receiver.url, "http://127.0.0.1:8080/", queue_size=2, retries=0).start()
     try:
-        offered = [hook.offer({**ALERT, "alert_id": f"acme:{i}"}) for i in range(4)]
+        offered = [hook.offer(alert_with(alert_id=f"acme:{i}")) for i in range(4)]
         # Nothing was taken off the queue yet (the drain task has not run): two fit.
         assert offered == [True, True, False, False]
         await asyncio.wait_for(hook.queue.join(), 10)

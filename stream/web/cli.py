@@ -64,7 +64,7 @@ def serve_forever(settings: Settings, host: str, port: int, log_level: str = "in
               default="info", show_default=True)
 def serve_command(host: str, port: int, database_url: str | None, loglevel: str) -> None:
     """Serve the dashboard (/) and the JSON API (/api/...) over the store."""
-    from stream.cli import load_settings
+    from stream.cli_common import load_settings
 
     settings = load_settings(database_url=database_url)
     serve_forever(settings, host, port, loglevel)

@@ -212,7 +212,7 @@ async def entity_history(conn: AsyncConnection, key: str, bucket: Bucket, days: 
         "since": since.isoformat(),
         "until": now.isoformat(),
         "points": out_points,
-        "alerts": [alert_from_row(row) for row in alerts],
+        "alerts": [_alert_json(row) for row in alerts],
     }
 
 
@@ -247,6 +247,11 @@ async def entity_mentions(conn: AsyncConnection, key: str, sentiment: Sentiment 
     } for row in (await conn.execute(query)).all()]
 
 
+def _alert_json(row: Any) -> dict[str, Any]:
+    """A stored alert as the API returns it: its wire record (``stream.records.AlertRecord``)."""
+    return alert_from_row(row).model_dump(mode="json")
+
+
 async def alerts(conn: AsyncConnection, since: datetime | None, key: str | None,
                  limit: int) -> list[dict[str, Any]]:
     """Stored alerts (wire records), newest first."""
@@ -256,7 +261,7 @@ async def alerts(conn: AsyncConnection, since: datetime | None, key: str | None,
         query = query.where(_alerts.c.created_at >= since)
     if key is not None:
         query = query.where(_alerts.c.entity_key == key)
-    return [alert_from_row(row) for row in (await conn.execute(query)).all()]
+    return [_alert_json(row) for row in (await conn.execute(query)).all()]
 
 
 async def alert_with_tweets(conn: AsyncConnection, alert_id: str) -> dict[str, Any] | None:
@@ -264,7 +269,7 @@ async def alert_with_tweets(conn: AsyncConnection, alert_id: str) -> dict[str, A
     row = (await conn.execute(sa.select(_alerts).where(_alerts.c.alert_id == alert_id))).first()
     if row is None:
         return None
-    alert = alert_from_row(row)
+    alert = _alert_json(row)
     tweets = (await conn.execute(
         sa.select(_tweets.c.id, _tweets.c.text, _tweets.c.created_at, _tweets.c.sentiment)
         .where(_tweets.c.id.in_(alert["tweet_ids"]))

@@ -28,7 +28,7 @@ def small_sentiment(tmp_path: Path) -> Path:
 
 def test_the_beta_val_chooses_is_applied_to_test(tmp_path: Path, capsys):
     model_dir = Settings().model_dir
-    main([str(model_dir), "--data-dir", str(small_sentiment(tmp_path))])
+    main([str(model_dir), "--data-dir", str(small_sentiment(tmp_path))], standalone_mode=False)
     row = json.loads(capsys.readouterr().out.strip())
     assert row["model"] == str(model_dir)
     assert row["beta"] in [float(b) for b in PRIOR_BETAS]

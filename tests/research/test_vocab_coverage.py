@@ -42,7 +42,7 @@ def test_the_served_vocabulary_knows_training_names_better_than_new_ones(capsys)
     for dataset in ("wnut16", "wnut17", "btc"):
         train, dev = rows[dataset, "train"], rows[dataset, "dev"]
         assert train.entity_unknown_share < dev.entity_unknown_share
-    main(["--model-dir", str(model_dir), "--data-dir", str(data_dir)])
+    main(["--model-dir", str(model_dir), "--data-dir", str(data_dir)], standalone_mode=False)
     assert "| wnut16 | train | 2,394 | 2,462 |" in capsys.readouterr().out
 
 
@@ -89,7 +89,7 @@ def test_held_out_topics_tweets_train_no_bag_row_and_print_as_a_split(tmp_path, 
     model_dir.mkdir()
     vocab.save(model_dir / "vocab.json")
     main(["--model-dir", str(model_dir), "--data-dir", str(tmp_path),
-          "--sentiment-dev-topics", "0.99"])
+          "--sentiment-dev-topics", "0.99"], standalone_mode=False)
     assert "| held-out topics (0.99) | 1 | 100.0% | 0.0% | 100.0% |" in capsys.readouterr().out
 
 
@@ -112,7 +112,8 @@ def test_scores_split_by_untrained_bag_rows_cover_every_test_tweet(tmp_path, cap
     assert scores["with"]["tweets"] > 0 and scores["without"]["tweets"] > 0
     assert scores["with"]["tweets"] + scores["without"]["tweets"] == 60
     assert all(0.0 <= row["macro_recall"] <= 1.0 for row in scores.values())
-    main(["--model-dir", str(model_dir), "--data-dir", str(small), "--score"])
+    main(["--model-dir", str(model_dir), "--data-dir", str(small), "--score"],
+         standalone_mode=False)
     out = capsys.readouterr().out
     assert "| val | 40 |" in out and "| test | 60 |" in out
     assert f"| with an untrained bag row | {scores['with']['tweets']:,} |" in out
@@ -122,7 +123,7 @@ def test_without_4a_data_only_the_ner_table_prints_and_score_is_a_one_line_error
                                                                                   capsys):
     data_dir, model_dir = Settings().data_dir, Settings().model_dir
     (tmp_path / "wnut16").symlink_to(data_dir / "wnut16")
-    main(["--model-dir", str(model_dir), "--data-dir", str(tmp_path)])
+    main(["--model-dir", str(model_dir), "--data-dir", str(tmp_path)], standalone_mode=False)
     out = capsys.readouterr().out
     assert "| wnut16 | train |" in out and "4A split" not in out
     with pytest.raises(SystemExit) as exit_info:

@@ -37,13 +37,14 @@ import numpy as np
 import psycopg
 import sqlalchemy as sa
 
+from benchmarks.load import make_producer, publish_tweets, sample_tweets
+from benchmarks.machine import machine_info
+from benchmarks.profile import Sampler, fold, py_spy_available
 from infra.migrate import scratch_database
-from stream.bench.load import make_producer, publish_tweets, sample_tweets
-from stream.bench.machine import machine_info
-from stream.bench.profile import Sampler, fold, py_spy_available
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
 from stream.tansu import TansuBroker
+from stream.topics import LocalBroker, ensure_topics
 from stream.worker_process import WorkerProcess
 
 Echo = Callable[[str], None]
@@ -84,30 +85,21 @@ class BenchOptions:
 # --- infrastructure ----------------------------------------------------------------------------
 @contextlib.contextmanager
 def broker_for(settings: Settings, kind: str = "embedded"
-               ) -> Iterator[tuple[str, Callable[[list[str], int], None], bool]]:
-    """The broker to use: the one named by KAFKA_BOOTSTRAP_SERVERS /
-    TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS when set, else one started for the run (``kind``:
-    ``embedded``, librdkafka's mock cluster, or ``tansu``, see ``stream.tansu``); and whether it
-    can run a consumer group of several workers (see ``run_scenario``)."""
+               ) -> Iterator[tuple[str | LocalBroker, bool]]:
+    """The broker to use, as ``stream.topics.ensure_topics`` takes it: the bootstrap list of
+    KAFKA_BOOTSTRAP_SERVERS / TWEETWATCH_KAFKA_BOOTSTRAP_SERVERS when set, else a broker started
+    for the run (``kind``: ``embedded``, librdkafka's mock cluster, or ``tansu``, see
+    ``stream.tansu``); and whether it can run a consumer group of several workers (see
+    ``run_scenario``)."""
     if "kafka_bootstrap_servers" in settings.model_fields_set:
-        from confluent_kafka.admin import AdminClient, NewTopic
-
-        bootstrap = settings.kafka_bootstrap_servers
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-
-        def create(names: list[str], partitions: int) -> None:
-            for future in admin.create_topics([NewTopic(n, partitions, 1)
-                                               for n in names]).values():
-                future.result(30)
-
-        yield bootstrap, create, True
+        yield settings.kafka_bootstrap_servers, True
         return
     if kind == "tansu":
         with TansuBroker() as tansu:
-            yield tansu.bootstrap_servers, tansu.create_topics, True
+            yield tansu, True
         return
     with EmbeddedBroker() as embedded:
-        yield embedded.bootstrap_servers, embedded.create_topics, False
+        yield embedded, False
 
 
 def _libpq(url: str) -> str:
@@ -149,7 +141,7 @@ def _key(moment: datetime) -> int:
 
 # --- one scenario ------------------------------------------------------------------------------
 def run_scenario(index: int, scenario: Scenario, texts: Sequence[str], settings: Settings,
-                 bootstrap: str, create_topics: Callable[[list[str], int], None], db_url: str,
+                 broker: str | LocalBroker, db_url: str,
                  options: BenchOptions, workdir: Path, profile: bool, echo: Echo,
                  shared_group: bool = True) -> dict[str, Any]:
     """Start workers, warm up, publish, wait for every commit, measure; the scenario's row.
@@ -163,12 +155,13 @@ def run_scenario(index: int, scenario: Scenario, texts: Sequence[str], settings:
     sending tweet n to lane n mod workers. Same worker code, same database, same machine.
     """
     prefix = f"bench{index}-{uuid.uuid4().hex[:6]}"
+    bootstrap = broker if isinstance(broker, str) else broker.bootstrap_servers
     lanes = 1 if shared_group else scenario.workers
     lane_settings = []
     for lane in range(lanes):
         tag = f"{prefix}-l{lane}" if lanes > 1 else prefix
         names = {k: f"{tag}-{k}" for k in ("tweets", "dlq", "negative", "alerts")}
-        create_topics(list(names.values()), options.partitions)
+        ensure_topics(broker, list(names.values()), options.partitions)
         lane_settings.append(settings.model_copy(update={
             "kafka_bootstrap_servers": bootstrap, "database_url": db_url,
             "app_id": f"{tag}-app", "topic_tweets": names["tweets"],
@@ -414,15 +407,16 @@ def run_pipeline_bench(settings: Settings, options: BenchOptions, echo: Echo) ->
     notes = [] if profile or not options.profile else [
         "py-spy not found on PATH: no CPU profile (pip install py-spy)"]
     rows = []
-    with broker_for(settings, options.broker) as (bootstrap, create_topics, shared_group), \
+    with broker_for(settings, options.broker) as (broker, shared_group), \
             scratch_database(settings.database_url, f"tweetwatch_bench_{run_id}") as db_url:
+        bootstrap = broker if isinstance(broker, str) else broker.bootstrap_servers
         echo(f"broker {bootstrap}; database {sa.make_url(db_url).database}; "
              f"work folder {workdir}")
         # Profile the first full-speed scenario (else the first): the busiest worker.
         profiled = next((i for i, s in enumerate(scenarios) if s.rate <= 0), 0)
         for index, scenario in enumerate(scenarios):
-            rows.append(run_scenario(index, scenario, texts, settings, bootstrap,
-                                     create_topics, db_url, options, workdir,
+            rows.append(run_scenario(index, scenario, texts, settings, broker, db_url,
+                                     options, workdir,
                                      profile and index == profiled, echo, shared_group))
             _truncate(db_url)
             echo(summary_line(rows[-1]))

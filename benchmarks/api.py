@@ -1,6 +1,7 @@
 """How long the dashboard's queries take on a store of production size.
 
-``python -m stream.bench.api --mentions 1000000 --database-url postgresql://...`` fills the
+``tweetwatch bench api --mentions 1000000 --database-url postgresql://...`` (or
+``python -m benchmarks.api ...``) fills the
 (empty, migrated) store with ``--mentions`` entity mentions spread over the last ``--days``
 days, entity keys drawn from a Zipf law over ``--entities`` keys (a few entities get most of
 the talk, as on Twitter), then times each query of the API ``--repeat`` times and prints the
@@ -10,7 +11,6 @@ the database's work, which depends on row counts and their spread, not on the te
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import statistics
@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import click
 import sqlalchemy as sa
 
 from infra.migrate import upgrade
@@ -101,25 +102,30 @@ async def _measure(url: str, repeat: int, now: datetime) -> list[tuple[str, floa
         await engine.dispose()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", required=True,
-                        help="an EMPTY database (it is migrated and filled)")
-    parser.add_argument("--mentions", type=int, default=1_000_000)
-    parser.add_argument("--entities", type=int, default=20_000)
-    parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--repeat", type=int, default=7)
-    args = parser.parse_args(argv)
+@click.command("api", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database-url", required=True,
+              help="An EMPTY database (it is migrated and filled).")
+@click.option("--mentions", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Entity mentions to generate.")
+@click.option("--entities", type=click.IntRange(min=1), default=20_000, show_default=True,
+              help="Entity keys, drawn from a Zipf law.")
+@click.option("--days", type=click.IntRange(min=1), default=14, show_default=True,
+              help="Days the mentions are spread over (up to now).")
+@click.option("--repeat", type=click.IntRange(min=1), default=7, show_default=True,
+              help="Timed runs of each query.")
+def main(database_url: str, mentions: int, entities: int, days: int, repeat: int) -> None:
+    """How long the dashboard's queries take on a store of production size (median and
+    slowest run per query, in milliseconds)."""
     now = datetime.now(UTC)
-    upgrade(args.database_url)
+    upgrade(database_url)
     began = time.perf_counter()
-    asyncio.run(_fill(args.database_url, args.mentions, args.entities, args.days, now))
-    print(f"filled {args.mentions} mentions of {args.entities} entities over {args.days} "
-          f"days in {time.perf_counter() - began:.0f} s")
-    print(f"| query | median ms | slowest ms (of {args.repeat}) |")
-    print("|---|---|---|")
-    for name, median, worst in asyncio.run(_measure(args.database_url, args.repeat, now)):
-        print(f"| `{name}` | {median:.1f} | {worst:.1f} |")
+    asyncio.run(_fill(database_url, mentions, entities, days, now))
+    click.echo(f"filled {mentions} mentions of {entities} entities over {days} "
+               f"days in {time.perf_counter() - began:.0f} s")
+    click.echo(f"| query | median ms | slowest ms (of {repeat}) |")
+    click.echo("|---|---|---|")
+    for name, median, worst in asyncio.run(_measure(database_url, repeat, now)):
+        click.echo(f"| `{name}` | {median:.1f} | {worst:.1f} |")
 
 
 if __name__ == "__main__":

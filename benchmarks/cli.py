@@ -1,5 +1,6 @@
-"""``tweetwatch bench``: the model alone (``bench model``) and the running pipeline
-(``bench pipeline``). Results land as JSON, Markdown and PNG under ``benchmarks/results``."""
+"""``tweetwatch bench``: the model alone (``bench model``), the running pipeline
+(``bench pipeline``), the watchlist matcher (``bench matcher``) and the dashboard's queries
+(``bench api``). Results land as JSON, Markdown and PNG under ``benchmarks/results``."""
 
 from __future__ import annotations
 
@@ -26,11 +27,14 @@ def _numbers(value: str, kind: type, name: str) -> list[Any]:
     return items
 
 
-# The model benchmark runs torch and ONNX side by side: it lives with training and loads on use.
+# The model benchmark runs torch and ONNX side by side (the [train] extra): it loads on use, as
+# does the dashboard's query benchmark.
 @click.group("bench", cls=LazyGroup,
-             lazy_subcommands={"model": "model_export.bench_model:model_command"})
+             lazy_subcommands={"model": "benchmarks.model:model_command",
+                               "api": "benchmarks.api:main"})
 def bench_group() -> None:
-    """Benchmarks: model throughput and end-to-end pipeline throughput and latency."""
+    """Benchmarks: model throughput, end-to-end pipeline throughput and latency, the
+    watchlist matcher and the dashboard's queries."""
 
 
 @bench_group.command("pipeline")
@@ -83,9 +87,9 @@ def pipeline_command(tweets: int, rates: str, workers: str, partitions: int,
     The broker is started for the run (--broker) unless KAFKA_BOOTSTRAP_SERVERS is set; the
     database is a fresh one on the server of TWEETWATCH_DATABASE_URL, dropped afterwards.
     """
-    from stream.bench.pipeline import BenchOptions, run_pipeline_bench
-    from stream.bench.report import write_outputs
-    from stream.cli import load_settings, user_errors
+    from benchmarks.pipeline import BenchOptions, run_pipeline_bench
+    from benchmarks.report import write_outputs
+    from stream.cli_common import load_settings, user_errors
 
     rate_list = _numbers(rates, float, "--rates")
     worker_list = _numbers(workers, int, "--workers")
@@ -107,7 +111,7 @@ def pipeline_command(tweets: int, rates: str, workers: str, partitions: int,
     with user_errors("pipeline benchmark failed"):
         doc = run_pipeline_bench(settings, options, lambda line: click.echo(line, err=True))
         paths = write_outputs(doc, out_dir, name)
-    from stream.bench.report import markdown
+    from benchmarks.report import markdown
 
     click.echo(markdown(doc))
     click.echo("wrote " + ", ".join(str(p) for p in paths), err=True)
@@ -125,8 +129,8 @@ def pipeline_command(tweets: int, rates: str, workers: str, partitions: int,
               default=DEFAULT_OUT / "matcher", show_default=True)
 def matcher_command(aliases: int, tweets: int, batch: int, passes: int, out: Path) -> None:
     """Cost of matching a large watchlist, against the model's time per tweet (medians)."""
-    from stream.bench.matcher import bench_matcher, markdown, write_result
-    from stream.cli import load_settings, user_errors
+    from benchmarks.matcher import bench_matcher, markdown, write_result
+    from stream.cli_common import load_settings, user_errors
 
     settings = load_settings()
     with user_errors("matcher benchmark failed"):

@@ -33,8 +33,8 @@ from typing import Any
 
 import click
 
-from stream.bench.load import sample_tweets
-from stream.bench.machine import machine_info
+from benchmarks.load import sample_tweets
+from benchmarks.machine import machine_info
 from stream.inference import read_model_card
 
 ENGINES = ("torch-eager", "torch", "onnx-fp32", "onnx-int8")
@@ -369,12 +369,16 @@ def _child_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(threads)
+    # The child runs `python -m benchmarks.model` from wherever the command was started: the
+    # checkout that holds this package goes on its path (benchmarks is not installed).
+    checkout = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, env.get("PYTHONPATH")) if p)
     return env
 
 
 def _run_child(job: dict[str, Any], threads: int, timeout: float = 900) -> dict[str, Any]:
     """Run one job in a fresh interpreter; the result is the last BENCH-RESULT line."""
-    proc = subprocess.run([sys.executable, "-m", "model_export.bench_model", json.dumps(job)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.model", json.dumps(job)],
                           capture_output=True, text=True, env=_child_env(threads),
                           timeout=timeout, check=False)
     for line in reversed(proc.stdout.splitlines()):
