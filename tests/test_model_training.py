@@ -12,7 +12,7 @@ import torch
 from model_export.embeddings import build_vocab
 from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
 from model_export.model import TweetEnsemble, TweetTagger
-from model_export.recipe import recipe_config
+from model_export.recipe import DEFAULT_RECIPE, recipe_config
 from model_export.train import train, train_ensemble
 from model_export.training_sets import load_training_sets
 from stream.settings import Settings
@@ -20,6 +20,7 @@ from stream.textproc import Vocab
 
 DATA = Settings().data_dir
 MODEL_DIR = Settings().model_dir
+DISTILLED = DEFAULT_RECIPE.with_name("distilled.toml")
 
 
 @pytest.fixture
@@ -45,9 +46,10 @@ def slice_vectors(sets: dict) -> tuple[Vocab, np.ndarray, float]:
 def test_short_training_run_lowers_the_loss(tmp_path: Path):
     if not (DATA / "wnut16").is_dir():
         pytest.fail(f"shared data not found at {DATA} (set TWEETWATCH_DATA_DIR)")
-    # The shipped artifact as the teacher of the distillation set (any artifact with these
-    # heads can teach).
-    config = recipe_config(DATA, teacher=str(MODEL_DIR), work_dir=tmp_path, limit=32,
+    # The distillation recipe, with the shipped artifact as the teacher (any artifact with
+    # these heads can teach).
+    config = recipe_config(DATA, recipe=DISTILLED, teacher=str(MODEL_DIR), work_dir=tmp_path,
+                           limit=32,
                            epochs=10, evaluate_dev=False, dropout=0.0, word_dropout=0.0,
                            lowercase_prob=0.0)
     sets = load_training_sets(config)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.inference import TokenAnalysis, merge_mentions
+from stream.inference import merge_mentions
 from stream.matcher import WatchMatcher, token_key
 from stream.storage import create_engine
 from stream.textproc import entity_key, tokenize
@@ -161,28 +161,29 @@ def test_property_matches_are_the_alias_key_on_token_boundaries(text, alias):
 
 
 # --- merging with the model's spans -------------------------------------------------------------
-def analysis_for(tokens: list, negative: set[int]) -> TokenAnalysis:
+def entity_logits_for(tokens: list, negative: set[int]) -> np.ndarray:
+    """Entity-sentiment logits: negative on the ``negative`` tokens, neutral elsewhere."""
     logits = np.zeros((len(tokens), 3), dtype=np.float32)
     for i in range(len(tokens)):
         logits[i] = [4.0, 0.0, 0.0] if i in negative else [0.0, 4.0, 0.0]
-    return TokenAnalysis({}, logits, np.array([0.1, 0.8, 0.1]))
+    return logits
 
 
 def test_watched_match_and_model_span_are_one_mention():
     text = "I fly United Airlines to Paris"
     tokens = tokenize(text)
-    analysis = analysis_for(tokens, negative={2})
+    logits = entity_logits_for(tokens, negative={2})
     watched = WatchMatcher([make_entity("United Airlines", None, ["United"])]).match_tokens(
         tokens)
     spans = [(2, 4, "company"), (5, 6, "geo-loc")]
-    mentions = merge_mentions(text, tokens, analysis, spans, watched)
+    mentions = merge_mentions(text, tokens, logits, spans, watched)
     assert [(m.entity, m.entity_key, m.type, m.type_source, m.watch) for m in mentions] == [
         ("United Airlines", "unitedairlines", "company", "model", "United Airlines"),
         ("Paris", "paris", "geo-loc", "model", None)]
     # The sentiment toward it pools the mention's own tokens (one negative of two).
     assert mentions[0].probs[0] == pytest.approx(mentions[0].probs[1])
     typed = make_entity("United Airlines", "airline", ["United"])
-    mentions = merge_mentions(text, tokens, analysis, spans,
+    mentions = merge_mentions(text, tokens, logits, spans,
                               WatchMatcher([typed]).match_tokens(tokens))
     assert (mentions[0].type, mentions[0].type_source) == ("airline", "watchlist")
 
@@ -191,7 +192,7 @@ def test_a_handle_only_complaint_is_a_watched_mention_with_its_own_sentiment():
     text = "@united lost my bag again"
     tokens = tokenize(text)
     watched = WatchMatcher([UNITED]).match_tokens(tokens)
-    mentions = merge_mentions(text, tokens, analysis_for(tokens, negative={0}), [], watched)
+    mentions = merge_mentions(text, tokens, entity_logits_for(tokens, negative={0}), [], watched)
     assert [(m.entity, m.watch, m.sentiment, m.type) for m in mentions] == [
         ("@united", "United Airlines", "negative", "company")]
 
