@@ -38,9 +38,9 @@ def check_teacher(teacher_dir: Path) -> Path:
     if not model.is_file():
         raise FileNotFoundError(
             f"distill.teacher: no trained artifact at {teacher_dir} ({model.name} missing); "
-            "train the teacher first (tweetwatch train --recipe model_export/teacher.toml "
-            f"--out {teacher_dir}), point distill.teacher at an artifact, or set "
-            "distill.teacher=\"\" to train on gold labels alone")
+            "train the teacher first (tweetwatch train --out "
+            f"{teacher_dir}: the shipped ensemble recipe), point distill.teacher at an "
+            "artifact, or set distill.teacher=\"\" to train on gold labels alone")
     labels = json.loads((teacher_dir / "labels.json").read_text(encoding="utf-8"))
     if labels.get("ner_heads") != labels_document()["ner_heads"]:
         raise ValueError(f"distill.teacher: {teacher_dir} has other heads than this model "

@@ -80,7 +80,7 @@ def test_teacher_outputs_are_the_artifact_s_outputs_and_are_cached(tmp_path: Pat
 
 
 def test_a_missing_teacher_says_how_to_make_one(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="tweetwatch train --recipe"):
+    with pytest.raises(FileNotFoundError, match="train the teacher first"):
         check_teacher(tmp_path / "nowhere")
 
 
