@@ -106,14 +106,16 @@ def distill_examples(teacher_dir: Path, token_lists: Sequence[Sequence[str]],
     shared arrays, so 320k examples cost little beyond the arrays)."""
     kept = [list(tokens) for tokens in token_lists if tokens]
     outputs = teacher_outputs(check_teacher(teacher_dir), kept, cache_dir)
-    offsets = outputs["offsets"]
-    examples = []
-    for i, tokens in enumerate(kept):
-        start, end = int(offsets[i]), int(offsets[i + 1])
-        soft = {name: outputs[name][start:end] for name in TOKEN_OUTPUTS}
-        soft[TWEET_SENTIMENT_OUTPUT] = outputs[TWEET_SENTIMENT_OUTPUT][i]
-        examples.append(Example(DISTILL_TASK, tokens, soft=soft))
-    return examples
+    return [Example(DISTILL_TASK, tokens, soft=soft_of(outputs, i))
+            for i, tokens in enumerate(kept)]
+
+
+def soft_of(outputs: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    """Text ``i``'s share of ``teacher_outputs`` (views, no copies)."""
+    start, end = int(outputs["offsets"][i]), int(outputs["offsets"][i + 1])
+    soft = {name: outputs[name][start:end] for name in TOKEN_OUTPUTS}
+    soft[TWEET_SENTIMENT_OUTPUT] = outputs[TWEET_SENTIMENT_OUTPUT][i]
+    return soft
 
 
 def with_teacher(sets: dict[str, list[Example]], teacher_dir: Path,
@@ -124,7 +126,6 @@ def with_teacher(sets: dict[str, list[Example]], teacher_dir: Path,
                                   for e in examples if e.tokens))
     outputs = teacher_outputs(check_teacher(teacher_dir), [list(t) for t in distinct],
                               cache_dir)
-    offsets = outputs["offsets"]
     row_of = {tokens: i for i, tokens in enumerate(distinct)}
     result: dict[str, list[Example]] = {}
     for task, examples in sets.items():
@@ -132,10 +133,7 @@ def with_teacher(sets: dict[str, list[Example]], teacher_dir: Path,
         for example in examples:
             i = row_of.get(tuple(example.tokens))
             if i is not None:
-                start, end = int(offsets[i]), int(offsets[i + 1])
-                soft = {name: outputs[name][start:end] for name in TOKEN_OUTPUTS}
-                soft[TWEET_SENTIMENT_OUTPUT] = outputs[TWEET_SENTIMENT_OUTPUT][i]
-                example = dataclasses.replace(example, soft=soft)
+                example = dataclasses.replace(example, soft=soft_of(outputs, i))
             result[task].append(example)
     return result
 

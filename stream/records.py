@@ -475,15 +475,9 @@ def parse_negative_record(raw: bytes | None) -> NegativeMention:
     if not raw:
         raise InvalidNegativeRecord("empty message")
     try:
-        doc = load_json(raw)
+        return parse_record(NegativeMention, raw)
     except ValueError as exc:
-        raise InvalidNegativeRecord(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidNegativeRecord(f"expected a JSON object, got {type(doc).__name__}")
-    try:
-        return NegativeMention.model_validate(doc)
-    except ValidationError as exc:
-        raise InvalidNegativeRecord(NegativeMention.rejection(exc)) from None
+        raise InvalidNegativeRecord(str(exc)) from None
 
 
 # --- alerts -----------------------------------------------------------------------------------
