@@ -66,12 +66,46 @@ def hashtag_entities(example: Example, tags: Sequence[str], prob: float,
     return Example(example.task, tokens, example.ner_head, ids)
 
 
+CONTRAST_JOINS = (",", ".", "but", "while", "and", "|")
+
+
+def target_polarities(example: Example) -> set[int]:
+    """The polarities an entity-sentiment example labels."""
+    return {p for p in example.entity_sentiment or () if p != IGNORE}
+
+
+def contrast_pairs(batch: Sequence[Example], prob: float,
+                   rng: random.Random) -> list[Example]:
+    """A copy of a TMSC batch in which, with probability ``prob``, an example is followed by
+    another of the batch whose targets carry a polarity it lacks ("Chelsea were brilliant, but
+    Arsenal looked clueless"). The pooled tweet states are then the same for targets of
+    opposite polarity, so only the states around each mention can tell them apart: the head
+    must stop copying the tweet's sentiment. Teacher outputs are dropped from a joined text."""
+    if prob <= 0:
+        return list(batch)
+    out: list[Example] = []
+    for example in batch:
+        own = target_polarities(example)
+        others = [e for e in batch if e is not example and target_polarities(e) - own]
+        if not own or not others or rng.random() >= prob:
+            out.append(example)
+            continue
+        other = rng.choice(others)
+        first, second = (example, other) if rng.random() < 0.5 else (other, example)
+        tokens = [*first.tokens, rng.choice(CONTRAST_JOINS), *second.tokens]
+        labels = [*(first.entity_sentiment or []), IGNORE, *(second.entity_sentiment or [])]
+        out.append(Example(example.task, tokens, entity_sentiment=labels))
+    return out
+
+
 def tensors(
     batch: Sequence[Example], vocab: Vocab, config: TrainConfig, rng: random.Random, train: bool
 ) -> dict[str, torch.Tensor]:
     """Model inputs and padded labels for a batch, with lower-casing, hashtag rewriting and
     word dropout when training (Mitchell 2013 is lower-cased; the char-CNN must not depend on
     case alone)."""
+    if train and config.contrast_prob > 0 and batch and batch[0].task == "tmsc":
+        batch = contrast_pairs(batch, config.contrast_prob, rng)
     if train and config.hashtag_prob > 0:
         batch = [
             hashtag_entities(e, HEAD_BY_NAME[e.ner_head].tags, config.hashtag_prob, rng)

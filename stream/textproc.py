@@ -12,7 +12,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -114,8 +114,17 @@ def nameable(key: str) -> bool:
     return any(ch.isalnum() for ch in key)
 
 
+class TokenFeatures(Protocol):
+    """Extra per-token inputs of a model beside the ids (``stream.gazetteer.Gazetteer``)."""
+
+    input_name: str
+
+    def encode(self, batch: Sequence[Sequence[str]], steps: int) -> np.ndarray: ...
+
+
 class Vocab:
-    """Word and character vocabularies (index 0 = padding, 1 = unknown)."""
+    """Word and character vocabularies (index 0 = padding, 1 = unknown), and the extra
+    per-token inputs (``features``) of a model that reads them."""
 
     def __init__(self, words: Sequence[str], chars: Sequence[str]) -> None:
         if list(words[:2]) != [PAD, UNK] or list(chars[:2]) != [PAD, UNK]:
@@ -125,6 +134,7 @@ class Vocab:
         self.word_index = {w: i for i, w in enumerate(self.words)}
         self.char_index = {c: i for i, c in enumerate(self.chars)}
         self._cache: dict[str, tuple[int, list[int]]] = {}
+        self.features: TokenFeatures | None = None
 
     @classmethod
     def build(
@@ -169,7 +179,8 @@ class Vocab:
 
     def encode(self, batch: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         """Id tensors for a batch of token lists, padded to the longest: the model's inputs
-        ``word_ids [B,T]``, ``char_ids [B,T,C]`` and ``lengths [B]`` (all int64)."""
+        ``word_ids [B,T]``, ``char_ids [B,T,C]`` and ``lengths [B]`` (all int64), and the
+        ``features`` input when there is one."""
         size = len(batch)
         lengths = np.fromiter((len(toks) for toks in batch), dtype=np.int64, count=size)
         longest = int(lengths.max(initial=0)) or 1
@@ -191,7 +202,10 @@ class Vocab:
         char_pos = np.arange(len(flat_chars), dtype=np.int64) - np.repeat(
             np.cumsum(char_counts) - char_counts, char_counts)
         char_ids[rows[token_of_char], cols[token_of_char], char_pos] = flat_chars
-        return {"word_ids": word_ids, "char_ids": char_ids, "lengths": lengths}
+        feeds = {"word_ids": word_ids, "char_ids": char_ids, "lengths": lengths}
+        if self.features is not None:
+            feeds[self.features.input_name] = self.features.encode(batch, longest)
+        return feeds
 
     def save(self, path: Path) -> None:
         path.write_text(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_export.batches import hashtag_entities
+from model_export.batches import CONTRAST_JOINS, contrast_pairs, hashtag_entities
 from model_export.calibrate import (
     OFFSETS,
     PRIOR_BETAS,
@@ -184,6 +184,28 @@ def test_entity_spans_become_hashtags_of_the_same_type():
         "O", "B-geo-loc", "O", "B-company", "B-company"]
     assert example.tokens[1] == "South"  # the original example is left alone
     assert hashtag_entities(example, WNUT16_TAGS, 0.0, random.Random(0)) is example
+
+
+def test_contrast_pairs_join_targets_of_other_polarities():
+    """Each joined text keeps both tweets' target labels on their own tokens, one tweet's
+    targets of a polarity the other lacks; one-polarity batches are left alone."""
+    neg, pos = 0, 2
+    chelsea = Example("tmsc", ["Chelsea", "were", "brilliant"], entity_sentiment=[pos, -100, -100])
+    arsenal = Example("tmsc", ["Arsenal", "looked", "clueless"], entity_sentiment=[neg, -100, -100])
+    city = Example("tmsc", ["City", "lost"], entity_sentiment=[neg, -100])
+    joined = contrast_pairs([chelsea, arsenal, city], 1.0, random.Random(3))
+    assert len(joined) == 3
+    for example in joined:
+        join = next(i for i, t in enumerate(example.tokens) if t in CONTRAST_JOINS)
+        labels = example.entity_sentiment or []
+        assert labels[join] == -100 and len(labels) == len(example.tokens)
+        left = {x for x in labels[:join] if x != -100}
+        right = {x for x in labels[join + 1:] if x != -100}
+        assert left and right and left != right  # opposite polarities in one text
+        assert example.soft is None
+    same = [arsenal, city]
+    assert contrast_pairs(same, 1.0, random.Random(0)) == same
+    assert contrast_pairs([chelsea, arsenal], 0.0, random.Random(0)) == [chelsea, arsenal]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,138 @@
+"""Per-token gazetteer flags: "this token is inside a known name of type T".
+
+A small network cannot learn from 90k labelled tweets which strings name films, TV shows or
+teams; lists of known names (Freebase, the WNUT 2016 shared task's lexicon) can tell it. A model
+trained with them reads one extra input, ``gazetteer`` ``[B, T, 2G]`` (float32, two columns
+per group of lists: see ``Gazetteer.width``), and the artifact carries the lists
+(``gazetteer.tsv.gz``) so serving computes the same flags as training did. Names are matched
+in the watchlist's key form (``stream.matcher``): case-insensitive, on token boundaries, with
+the handle, hashtag and possessive forms (``#TheWalkingDead`` meets ``The Walking Dead``).
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stream.matcher import phrase_keys, piece_keys
+
+GAZETTEER_FILE = "gazetteer.tsv.gz"
+GAZETTEER_INPUT = "gazetteer"
+
+
+class Gazetteer:
+    """Lists of names by group, matched in token lists.
+
+    ``names`` maps a name's keys joined by spaces (``"harold and maude"``, see
+    ``stream.matcher.phrase_keys``) to the bit mask of the groups that list it. Matching looks
+    up every run of up to ``longest`` keys in a dict, and a ``@handle`` or ``#hashtag`` token
+    in a second dict of the names' keys run together (``#TheWalkingDead``): a few dict
+    lookups per token, and far less memory than an automaton over the several forms of 600k
+    names.
+    """
+
+    input_name = GAZETTEER_INPUT
+
+    def __init__(self, groups: Sequence[str], names: Mapping[str, int]) -> None:
+        if not groups:
+            raise ValueError("a gazetteer needs at least one group")
+        self.groups = tuple(groups)
+        self.names = dict(names)
+        self.longest = max((name.count(" ") + 1 for name in self.names), default=0)
+        # Keys run together (hashtags and handles), and the proper prefixes of longer names
+        # (a run of keys that starts no name ends the search there).
+        self._solid: dict[str, tuple[int, int]] = {}
+        self._prefixes: set[str] = set()
+        single = len(self.groups)
+        for name, mask in self.names.items():
+            solid = name.replace(" ", "")
+            offset = 0 if " " in name else single
+            self._solid[solid] = (self._solid.get(solid, (0, 0))[0] | mask, offset)
+            cut = name.rfind(" ")
+            while cut > 0:
+                self._prefixes.add(name[:cut])
+                cut = name.rfind(" ", 0, cut)
+        self._bits = [(1 << g, g) for g in range(len(self.groups))]
+
+    @property
+    def width(self) -> int:
+        """Columns of the model input: per group, inside a name of several words, then
+        inside a one-word name (a one-word title such as "John" is weak evidence; "Harold
+        and Maude" is strong)."""
+        return 2 * len(self.groups)
+
+    @classmethod
+    def from_names(cls, names_by_group: Mapping[str, Iterable[str]]) -> Gazetteer:
+        """A gazetteer of plain names (``{"movie": ["Harold and Maude", ...]}``)."""
+        groups = list(names_by_group)
+        names: dict[str, int] = {}
+        for index, group in enumerate(groups):
+            for name in names_by_group[group]:
+                if keys := phrase_keys(name):
+                    joined = " ".join(keys)
+                    names[joined] = names.get(joined, 0) | (1 << index)
+        return cls(groups, names)
+
+    def flags(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
+        """(token index, column) of every token inside a listed name (see ``width``)."""
+        if not self.names or not tokens:
+            return []
+        keys: list[str] = []
+        owner: list[int] = []
+        marked: set[tuple[int, int]] = set()
+        single = len(self.groups)
+        for index, text in enumerate(tokens):
+            pieces = piece_keys(text)
+            head = pieces[0]
+            if len(head) > 2 and head[0] in "@#" and (found := self._solid.get(head[1:])):
+                mask, offset = found
+                marked.update((index, offset + g) for bit, g in self._bits if mask & bit)
+                continue
+            keys.extend(pieces)
+            owner.extend([index] * len(pieces))
+        names, prefixes = self.names, self._prefixes
+        for first, key in enumerate(keys):
+            run = key
+            last = first + 1
+            while True:
+                mask = names.get(run)
+                if mask:
+                    offset = single if last - first == 1 else 0
+                    for token in range(owner[first], owner[last - 1] + 1):
+                        marked.update((token, offset + g) for bit, g in self._bits
+                                      if mask & bit)
+                if last >= len(keys) or run not in prefixes:
+                    break
+                run = f"{run} {keys[last]}"
+                last += 1
+        return sorted(marked)
+
+    def encode(self, batch: Sequence[Sequence[str]], steps: int) -> np.ndarray:
+        """The model's ``gazetteer`` input for a batch padded to ``steps`` tokens."""
+        out = np.zeros((len(batch), steps, self.width), dtype=np.float32)
+        for row, tokens in enumerate(batch):
+            for token, group in self.flags(tokens):
+                out[row, token, group] = 1.0
+        return out
+
+    def save(self, path: Path) -> None:
+        """Write the lists as gzip text: the groups on the first line, then one name's keys
+        and its group mask a line (sorted, so the same lists give the same bytes)."""
+        with open(path, "wb") as handle, gzip.GzipFile("", "wb", fileobj=handle,
+                                                        mtime=0) as raw:
+            lines = ["\t".join(self.groups)]
+            lines += [f"{name}\t{mask}" for name, mask in sorted(self.names.items())]
+            raw.write(("\n".join(lines) + "\n").encode("utf-8"))
+
+    @classmethod
+    def load(cls, path: Path) -> Gazetteer:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            groups = handle.readline().rstrip("\n").split("\t")
+            names = {}
+            for line in handle:
+                name, _, mask = line.rstrip("\n").rpartition("\t")
+                names[name] = int(mask)
+        return cls(groups, names)
