@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -246,11 +247,15 @@ def topics(partitions: int | None, replication: int | None) -> None:
 @click.option("--watchlist", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML watchlist to track [default: the demo's own, stream/data/"
                    "demo_watchlist.yaml].")
+@click.option("--span-hours", type=click.FloatRange(min=0), default=6.0, show_default=True,
+              help="Spread the replayed tweets' created_at evenly over this many hours up to "
+                   "now, so alerts are judged against each entity's baseline (0: no "
+                   "timestamps, every tweet arrives now and only onsets can alert).")
 @click.option("--serve", "serve_port", type=click.IntRange(1, 65535), default=None,
               is_flag=False, flag_value=8080, metavar="[PORT]",
               help="Then serve the dashboard over the demo's store (port 8080 by default).")
 def demo(tweets: int, source: str, database_url: str | None, rate: float,
-         watchlist: Path | None, serve_port: int | None) -> None:
+         watchlist: Path | None, span_hours: float, serve_port: int | None) -> None:
     """Everything on this machine: embedded broker, store, worker, replay of real tweets."""
     from stream.demo import run_demo
     from stream.web.cli import check_port_free, serve_forever
@@ -262,7 +267,8 @@ def demo(tweets: int, source: str, database_url: str | None, rate: float,
         check_port_free("127.0.0.1", serve_port)
     with user_errors("demo failed"):
         store = run_demo(settings, tweets=tweets, source=source, database_url=database_url,
-                         rate=rate, watchlist=watchlist, serve_port=serve_port)
+                         rate=rate, watchlist=watchlist, serve_port=serve_port,
+                         span=timedelta(hours=span_hours))
     if serve_port is not None:
         serve_forever(settings.model_copy(update={"database_url": store}), "127.0.0.1",
                       serve_port, "warning")

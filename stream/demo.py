@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -108,8 +109,8 @@ def _show(value: bytes, console: Console, tally: Tally, kind: str) -> None:
 
 async def _run(settings: Settings, count: int, source: str, rate: float,
                worker: WorkerProcess, console: Console,
-               watched: Sequence[WatchedEntity] = ()) -> Tally:
-    messages = replay_messages(settings.data_dir, count, source)
+               watched: Sequence[WatchedEntity] = (), span: timedelta | None = None) -> Tally:
+    messages = replay_messages(settings.data_dir, count, source, span=span)
     bootstrap = settings.kafka_bootstrap_servers
     tally = Tally()
     stop = asyncio.Event()
@@ -253,9 +254,12 @@ async def _store_watchlist(url: str, entities: Sequence[WatchedEntity]) -> None:
 
 def run_demo(settings: Settings, tweets: int, source: str, database_url: str | None,
              rate: float, console: Console | None = None,
-             watchlist: Path | None = None, serve_port: int | None = None) -> str:
+             watchlist: Path | None = None, serve_port: int | None = None,
+             span: timedelta | None = None) -> str:
     """Set everything up, replay ``tweets`` real tweets, print what the pipeline found;
     returns the store's URL (``serve_port``: the dashboard will be served on it next).
+    ``span``: the replayed tweets' event times cover that much time up to now
+    (``stream.publish.replay_messages``).
 
     The store's watchlist becomes ``watchlist`` (default: ``DEMO_WATCHLIST``, the people,
     organisations and brands of the demo's tweets), so the alerts are about tracked entities.
@@ -286,7 +290,7 @@ def run_demo(settings: Settings, tweets: int, source: str, database_url: str | N
                          else "the template text (no TWEETWATCH_LLM_BASE_URL set)"))
         try:
             tally = asyncio.run(_run(demo_settings, tweets, source, rate, worker, console,
-                                     entities))
+                                     entities, span))
         finally:
             worker.stop()
     elapsed = time.monotonic() - started

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -99,17 +100,27 @@ def read_shared_tweets(data_dir: Path, source: str = "topic") -> list[str]:
 
 
 def replay_messages(data_dir: Path, count: int, source: str = "topic",
-                    seed: int = 13) -> list[Outgoing]:
+                    seed: int = 13, span: timedelta | None = None,
+                    end: datetime | None = None) -> list[Outgoing]:
     """``count`` real tweets from the shared data, shuffled with a fixed seed, each with a
-    replay id (``<source>-<line>``) so a replay is idempotent too."""
+    replay id (``<source>-<line>``) so a replay is idempotent too.
+
+    With ``span``, the tweets' ``created_at`` are spread evenly over the ``span`` before
+    ``end`` (default: now), in replay order: spike detection judges event time, so a replay of
+    a few seconds then shows hours of windows, each entity's baseline and the spikes against
+    it, instead of one window holding every tweet."""
     texts = read_shared_tweets(data_dir, source)
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
     chosen = order[: min(count, len(order))]
+    end = end or datetime.now(UTC)
+    step = span / max(1, len(chosen)) if span else None
     out = []
-    for index in chosen:
+    for position, index in enumerate(chosen):
         tweet_id = f"{source}-{index}"
-        out.append(Outgoing(tweet_id.encode(), tweet_record(tweet_id, texts[index]).to_json()))
+        at = None if step is None else end - step * (len(chosen) - 1 - position)
+        out.append(Outgoing(tweet_id.encode(),
+                            tweet_record(tweet_id, texts[index], created_at=at).to_json()))
     return out
 
 

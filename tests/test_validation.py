@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from stream.offline import line_to_tweet
-from stream.publish import line_to_message, text_id
+from stream.publish import line_to_message, replay_messages, text_id
 from stream.records import InvalidTweet, dead_letter_record, parse_tweet
+from stream.settings import Settings
 
 LIMIT = 280
 
@@ -133,3 +134,17 @@ def test_analyze_reads_lines_as_the_worker_would() -> None:
         line_to_tweet(b"caf\xe9".decode("utf-8", "surrogateescape"), LIMIT)
     with pytest.raises(InvalidTweet, match="missing field 'text'"):
         line_to_tweet('{"id": "x"}', LIMIT)
+
+
+def test_a_replay_spreads_event_times_over_its_span() -> None:
+    """The demo's replay: valid tweets whose created_at rise evenly over the span up to the
+    end, in publish order; without a span, no created_at (the worker stamps ingest time)."""
+    data = Settings().data_dir
+    end = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    messages = replay_messages(data, 50, span=timedelta(hours=5), end=end)
+    times = [parse_tweet(m.value, LIMIT).created_at for m in messages]
+    assert all(t is not None for t in times)
+    assert times == sorted(times) and len(set(times)) == 50
+    assert times[-1] == end and times[0] == end - timedelta(hours=5) * 49 / 50
+    assert [m.key for m in replay_messages(data, 50)] == [m.key for m in messages]
+    assert all(parse_tweet(m.value, LIMIT).created_at is None for m in replay_messages(data, 5))
