@@ -42,20 +42,30 @@ class Gazetteer:
         self.groups = tuple(groups)
         self.names = dict(names)
         self.longest = max((name.count(" ") + 1 for name in self.names), default=0)
-        # Keys run together (hashtags and handles), and the proper prefixes of longer names
-        # (a run of keys that starts no name ends the search there).
-        self._solid: dict[str, tuple[int, int]] = {}
+        # Keys run together (hashtags and handles); for each key that starts a name, the
+        # groups of its one-word name and whether longer names start with it; the proper
+        # prefixes of longer names (a run of keys that starts no name ends the search there).
+        self._solid: dict[str, tuple[int, int]] = {}  # (groups of longer names, one-word)
+        self._starts: dict[str, tuple[int, bool]] = {}
         self._prefixes: set[str] = set()
-        single = len(self.groups)
         for name, mask in self.names.items():
-            solid = name.replace(" ", "")
-            offset = 0 if " " in name else single
-            self._solid[solid] = (self._solid.get(solid, (0, 0))[0] | mask, offset)
+            longer_groups, one_word_groups = self._solid.get(name.replace(" ", ""), (0, 0))
+            if " " in name:
+                longer_groups |= mask
+            else:
+                one_word_groups |= mask
+            self._solid[name.replace(" ", "")] = (longer_groups, one_word_groups)
+            first = name.split(" ", 1)[0]
+            one, longer = self._starts.get(first, (0, False))
+            if " " in name:
+                self._starts[first] = (one, True)
+            else:
+                self._starts[first] = (one | mask, longer)
             cut = name.rfind(" ")
             while cut > 0:
                 self._prefixes.add(name[:cut])
                 cut = name.rfind(" ", 0, cut)
-        self._bits = [(1 << g, g) for g in range(len(self.groups))]
+        self._columns: dict[tuple[int, int], tuple[int, ...]] = {}
 
     @property
     def width(self) -> int:
@@ -76,46 +86,68 @@ class Gazetteer:
                     names[joined] = names.get(joined, 0) | (1 << index)
         return cls(groups, names)
 
-    def flags(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
-        """(token index, column) of every token inside a listed name (see ``width``)."""
-        if not self.names or not tokens:
-            return []
+    def _group_columns(self, mask: int, offset: int) -> tuple[int, ...]:
+        columns = self._columns.get((mask, offset))
+        if columns is None:
+            columns = tuple(offset + g for g in range(len(self.groups)) if mask >> g & 1)
+            self._columns[(mask, offset)] = columns
+        return columns
+
+    def _marks(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
+        """(token index, column) of every listed name's tokens, with repeats."""
         keys: list[str] = []
         owner: list[int] = []
-        marked: set[tuple[int, int]] = set()
+        marks: list[tuple[int, int]] = []
         single = len(self.groups)
         for index, text in enumerate(tokens):
             pieces = piece_keys(text)
             head = pieces[0]
-            if len(head) > 2 and head[0] in "@#" and (found := self._solid.get(head[1:])):
-                mask, offset = found
-                marked.update((index, offset + g) for bit, g in self._bits if mask & bit)
+            if len(head) > 2 and head[0] in "@#" and (solid := self._solid.get(head[1:])):
+                marks.extend((index, c) for c in self._group_columns(solid[0], 0))
+                marks.extend((index, c) for c in self._group_columns(solid[1], single))
                 continue
             keys.extend(pieces)
             owner.extend([index] * len(pieces))
-        names, prefixes = self.names, self._prefixes
+        names, prefixes, starts = self.names, self._prefixes, self._starts
+        count = len(keys)
         for first, key in enumerate(keys):
-            run = key
-            last = first + 1
-            while True:
-                mask = names.get(run)
-                if mask:
-                    offset = single if last - first == 1 else 0
-                    for token in range(owner[first], owner[last - 1] + 1):
-                        marked.update((token, offset + g) for bit, g in self._bits
-                                      if mask & bit)
-                if last >= len(keys) or run not in prefixes:
-                    break
+            found = starts.get(key)
+            if found is None:
+                continue
+            mask, longer = found
+            if mask:
+                marks.extend((owner[first], c) for c in self._group_columns(mask, single))
+            run, last = key, first + 1
+            while longer and last < count:
                 run = f"{run} {keys[last]}"
                 last += 1
-        return sorted(marked)
+                if mask := names.get(run, 0):
+                    columns = self._group_columns(mask, 0)
+                    marks.extend((token, c) for token in range(owner[first], owner[last - 1] + 1)
+                                 for c in columns)
+                longer = run in prefixes
+        return marks
+
+    def flags(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
+        """(token index, column) of every token inside a listed name (see ``width``)."""
+        if not self.names or not tokens:
+            return []
+        return sorted(set(self._marks(tokens)))
 
     def encode(self, batch: Sequence[Sequence[str]], steps: int) -> np.ndarray:
         """The model's ``gazetteer`` input for a batch padded to ``steps`` tokens."""
         out = np.zeros((len(batch), steps, self.width), dtype=np.float32)
+        rows: list[int] = []
+        tokens_at: list[int] = []
+        columns: list[int] = []
         for row, tokens in enumerate(batch):
-            for token, group in self.flags(tokens):
-                out[row, token, group] = 1.0
+            if not tokens or not self.names:
+                continue
+            marks = self._marks(tokens)
+            rows.extend([row] * len(marks))
+            tokens_at.extend(token for token, _ in marks)
+            columns.extend(column for _, column in marks)
+        out[rows, tokens_at, columns] = 1.0
         return out
 
     def save(self, path: Path) -> None:

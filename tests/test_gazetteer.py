@@ -52,6 +52,18 @@ def test_hashtags_handles_and_possessives_match(small: Gazetteer):
     assert _marks(small, "Apple's new phone") == {("Apple's", "company:1")}
 
 
+def test_a_hashtag_marks_every_name_it_spells_in_any_order():
+    """``#LadyKiller`` spells the film "Lady Killer" and the brand "Ladykiller": both columns,
+    whichever the lists name first (the artifact's file is sorted, the lexicon is not)."""
+    names = {"movie": ["Lady Killer"], "company": ["Ladykiller"]}
+    forward = Gazetteer.from_names(names)
+    backward = Gazetteer.from_names(dict(reversed(names.items())))
+    assert _marks(forward, "#LadyKiller again") == {("#LadyKiller", "movie"),
+                                                   ("#LadyKiller", "company:1")}
+    assert _marks(backward, "#LadyKiller again") == {("#LadyKiller", "movie"),
+                                                    ("#LadyKiller", "company:1")}
+
+
 def test_one_word_names_have_their_own_columns(small: Gazetteer):
     assert small.width == 4
     assert _marks(small, "Friends at Bank of America") == {
