@@ -13,14 +13,17 @@ period with its own baseline instead. Here, for a negative mention at time t of 
   baseline windows (the ``sqrt(mean)`` floor is the Poisson noise of a steady stream, so a
   perfectly regular stream does not make every small wobble a spike);
 - the **share rule** fires when the window's negative share exceeds the baseline's by
-  ``share_jump``, with at least ``min_negative`` negative tweets now and ``min_negative``
-  tweets in the baseline (a share of nothing is no baseline);
+  ``share_jump`` and its negative count is ``SHARE_MIN_Z`` binomial standard deviations above
+  what the baseline share predicts for the window's tweets (3 of 3 against 60% is chance),
+  with at least ``min_negative`` negative tweets now and ``min_negative`` tweets in the
+  baseline (a share of nothing is no baseline);
 - and in both cases the window's negative share is at least ``min_share``.
 
 A steady stream sets its own baseline and stays quiet; a storm is above it within one window.
-An entity with no history has a baseline of zero, so its first window with ``min_negative``
-negative tweets fires once (onset); the cooldown (``stream.alerting``) then keeps one storm
-from firing again while its own tweets are still rising into the baseline.
+Windows before the entity's first mention are not part of its baseline (no history is not
+quiet history). An entity with no history has a baseline of zero, so its first window with
+``min_negative`` negative tweets fires once (onset); the cooldown (``stream.alerting``) then
+keeps one storm from firing again while its own tweets are still rising into the baseline.
 
 Watched and discovered entities use different thresholds (:class:`SpikeThresholds`):
 discovered ones need more tweets and a larger excess, since the model's open-domain spans are
@@ -33,7 +36,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,6 +48,9 @@ from stream.storage import EntityMention, Tweet
 EXAMPLES = 5  # example tweets carried by an alert record
 VISIBLE_WAIT_S = 5.0  # longest wait for the triggering tweet's batch to commit
 MAX_TWEET_IDS = 50
+# The share rule's least binomial z (about a 2% chance that the baseline's share gives that
+# many negative tweets): 5 of 6 against 33% is 2.6 and fires; 3 of 3 against 60% is 1.4.
+SHARE_MIN_Z = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,16 @@ def count_threshold(th: SpikeThresholds, stats: SpikeStats) -> float:
     return mean + th.sensitivity * max(stats.baseline_std, math.sqrt(mean), 1.0)
 
 
+def share_z(stats: SpikeStats) -> float:
+    """How far the window's negative count sits above what the baseline's share predicts for
+    its number of tweets, in binomial standard deviations (the share is clamped to
+    [0.05, 0.95]: a baseline that was never or always negative still has some noise). Three
+    negative tweets of three against a 60% baseline is z 1.4: chance, not a turn."""
+    n = stats.current.tweets
+    p = min(max(stats.baseline_share, 0.05), 0.95)
+    return (stats.current.negative - n * p) / math.sqrt(max(n * p * (1 - p), 1e-9))
+
+
 def judge(th: SpikeThresholds, stats: SpikeStats) -> SpikeDecision:
     """The pure policy (module docstring) on one window and its baseline."""
     now = stats.current
@@ -142,7 +158,7 @@ def judge(th: SpikeThresholds, stats: SpikeStats) -> SpikeDecision:
         "baseline_std": round(stats.baseline_std, 3), "threshold": round(threshold, 3),
         "baseline_share": round(stats.baseline_share, 4),
         "baseline_tweets": stats.baseline_tweets, "baseline_windows": len(stats.baseline),
-        "window_s": th.window_s,
+        "window_s": th.window_s, "share_z": round(share_z(stats), 3),
     }
     if now.negative < th.min_negative:
         return SpikeDecision(False, "", f"{now.negative} negative tweets < {th.min_negative} "
@@ -157,16 +173,18 @@ def judge(th: SpikeThresholds, stats: SpikeStats) -> SpikeDecision:
             f"baseline of {stats.baseline_mean:.1f} per window (threshold {threshold:.1f}); "
             f"negative share {now.share:.0%} (baseline {stats.baseline_share:.0%})"), figures)
     jump = now.share - stats.baseline_share
-    if stats.baseline_tweets >= th.min_negative and jump >= th.share_jump:
+    if (stats.baseline_tweets >= th.min_negative and jump >= th.share_jump
+            and figures["share_z"] >= SHARE_MIN_Z):
         figures["rule"] = "share"
         return SpikeDecision(True, "share", (
             f"negative share {now.share:.0%} ({now.negative} of {now.tweets} tweets) in "
             f"{th.window_s} s against {stats.baseline_share:.0%} in the "
-            f"{len(stats.baseline)} windows before"), figures)
+            f"{len(stats.baseline)} windows before (z {figures['share_z']:.1f})"), figures)
     return SpikeDecision(False, "", (
         f"{now.negative} negative tweets <= threshold {threshold:.1f} and share "
-        f"{now.share:.0%} within {th.share_jump:.0%} of the baseline's "
-        f"{stats.baseline_share:.0%}"), figures)
+        f"{now.share:.0%} not clearly above the baseline's {stats.baseline_share:.0%} "
+        f"(jump < {th.share_jump:.0%} or z {figures['share_z']:.1f} < {SHARE_MIN_Z:g})"),
+        figures)
 
 
 async def wait_visible(conn: AsyncConnection, tweet_id: str, timeout_s: float) -> bool:
@@ -221,6 +239,14 @@ async def spike_stats(conn: AsyncConnection, th: SpikeThresholds, entity_key: st
         em.c.created_at <= at))).one()
     windows = [WindowCounts(negative=int(row[2 * k + 1]), tweets=int(row[2 * k]))
                for k in range(n + 1)]
+    # Baseline windows that end before the entity's first mention are not quiet history but
+    # no history (a stream that started 10 minutes ago, a watch added then): leave them out,
+    # or they drag the mean to zero and the first minutes alert as if every tweet were news.
+    first = await conn.scalar(sa.select(sa.func.min(em.c.created_at))
+                              .where(em.c.entity_key == entity_key))
+    if first is not None and first.tzinfo is None:
+        first = first.replace(tzinfo=UTC)
+    known = 1 + sum(1 for k in range(1, n + 1) if first is not None and at - k * width > first)
     in_window = sa.and_(em.c.entity_key == entity_key, em.c.created_at > at - width,
                         em.c.created_at <= at)
     tweets = Tweet.__table__
@@ -242,5 +268,5 @@ async def spike_stats(conn: AsyncConnection, th: SpikeThresholds, entity_key: st
         ids.insert(0, trigger[0])
         texts[trigger[0]] = trigger[1]
     ids = ids[:MAX_TWEET_IDS]
-    return SpikeStats(current=current, baseline=tuple(windows[1:]), tweet_ids=tuple(ids),
+    return SpikeStats(current=current, baseline=tuple(windows[1:known]), tweet_ids=tuple(ids),
                       texts=tuple(texts[i] for i in ids[:EXAMPLES]))

@@ -119,7 +119,11 @@ def oracle(settings: Settings, mentions: list) -> dict[str, tuple[int, int, date
                       if end - (k + 1) * window < o.created_at <= end - k * window]
             counts.append(WindowCounts(negative=len({o.tweet_id for o in inside if negative(o)}),
                                        tweets=len({o.tweet_id for o in inside})))
-        stats = SpikeStats(current=counts[0], baseline=tuple(counts[1:]))
+        # Windows that end before the entity's first mention are no history, not quiet.
+        first = min(o.created_at for o in by_key[m.entity_key])
+        known = 1 + sum(1 for k in range(1, settings.alert_baseline_windows + 1)
+                        if end - k * window > first)
+        stats = SpikeStats(current=counts[0], baseline=tuple(counts[1:known]))
         if not judge(thresholds, stats).fire:
             continue
         fired[m.entity_key].append(end)

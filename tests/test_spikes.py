@@ -45,6 +45,17 @@ def test_a_share_jump_fires_without_a_count_spike():
     assert decision.fire and decision.rule == "count"
     quiet = judge(TH, stats((5, 6), [(1, 4), (2, 5)] * 6))
     assert quiet.fire and quiet.rule == "share", quiet.reason
+    assert quiet.figures["share_z"] == pytest.approx(2.598, abs=1e-3)
+
+
+def test_a_few_negative_tweets_of_an_often_criticised_entity_are_chance():
+    """3 of 3 negative against a 60% baseline share is a 30% jump but z 1.4: no alert (the
+    demo's steady politicians re-alerted every few windows on exactly this)."""
+    decision = judge(TH, stats((3, 3), [(3, 5)] * 12))
+    assert not decision.fire and "z 1.4" in decision.reason
+    # Against a baseline that was never negative, the same three tweets are a turn.
+    turned = judge(TH, stats((3, 3), [(0, 5)] * 12))
+    assert turned.fire and turned.rule == "share"
     assert not judge(TH, stats((5, 6), [(4, 5), (5, 6)] * 6)).fire
 
 
@@ -109,3 +120,22 @@ async def test_counts_are_distinct_tweets_per_window(engine):
     assert sum(w.tweets for w in result.baseline) == 1
     assert result.tweet_ids[:2] == ("now3", "now1")
     assert result.texts[:2] == ("Acme is down", "Acme negative")
+    # "old" (13 windows back) is Acme's first mention: all 12 baseline windows are history.
+    assert len(result.baseline) == TH.baseline_windows
+
+    # An entity first mentioned 7 minutes ago has one window of history, not twelve windows
+    # of which eleven are "quiet": its mean is that window's, not a twelfth of it.
+    tweets.clear()
+    mentions.clear()
+    add("new1", T0 - timedelta(seconds=420), "negative")
+    add("new2", T0 - timedelta(seconds=400), "negative")
+    for m in mentions:
+        m.update(entity="Initech", entity_key="initech")
+    async with engine.begin() as conn:
+        await store_batch(conn, tweets, mentions)
+    async with engine.connect() as conn:
+        fresh = await spike_stats(conn, TH, "initech", T0, visible_wait_s=0.05)
+        unknown = await spike_stats(conn, TH, "globex", T0, visible_wait_s=0.05)
+    assert fresh.baseline == (WindowCounts(negative=2, tweets=2),)
+    assert fresh.baseline_mean == 2.0
+    assert unknown.baseline == ()
