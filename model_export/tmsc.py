@@ -10,7 +10,8 @@ what a tweet-level sentiment cannot: so the score is reported beside its baselin
 - **tweet baseline**: the tweet-level sentiment used as the target's label,
 
 both as accuracy and macro-F1 over negative / neutral / positive, on Twitter-2015 and
-Twitter-2017 together (and each apart). The data: ``targeted_sentiment/tmsc_twitter15_17``
+Twitter-2017 together (and each apart), and on the **mixed** tweets alone: those whose targets
+carry different polarities. The data: ``targeted_sentiment/tmsc_twitter15_17``
 (see ``../shared/data/README.md``); the images of the original multimodal task are not used.
 """
 
@@ -98,9 +99,18 @@ def score_tmsc(predict: Predictor, data_dir: Path, split: str) -> dict:
     tweet = [int(analyses[e.tokens].tweet_probs.argmax()) for e in examples]
     result: dict = {"examples": len(examples), "entity": _scores(gold, entity),
                     "tweet_baseline": _scores(gold, tweet)}
-    for subset in SUBSETS:
-        idx = [i for i, e in enumerate(examples) if e.subset == subset]
-        result[subset] = {
+    # Tweets whose targets carry different polarities ("Chelsea were brilliant, Arsenal
+    # clueless"): the tweet's sentiment can be right for one side only, the mention's for
+    # both; the case per-mention sentiment exists for.
+    polarities: dict[tuple[str, ...], set[int]] = {}
+    for e in examples:
+        polarities.setdefault(e.tokens, set()).add(e.label)
+    parts = {subset: [i for i, e in enumerate(examples) if e.subset == subset]
+             for subset in SUBSETS}
+    parts["mixed"] = [i for i, e in enumerate(examples) if len(polarities[e.tokens]) > 1]
+    for name, idx in parts.items():
+        result[name] = {
+            "examples": len(idx),
             "entity": _scores([gold[i] for i in idx], [entity[i] for i in idx]),
             "tweet_baseline": _scores([gold[i] for i in idx], [tweet[i] for i in idx]),
         }

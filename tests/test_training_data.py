@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -309,3 +310,31 @@ def test_held_out_topics_score_the_4a_dev_term_and_its_prior_correction(untraine
     finally:
         with torch.no_grad():
             model.tweet_out.bias.copy_(before)
+
+
+def test_tmsc_mixed_subset_is_where_the_tweet_sentiment_cannot_be_right(data_dir: Path):
+    """An oracle that knows each target's polarity scores 100 on the mixed tweets, while its
+    tweet-level sentiment (one label per tweet) must miss at least one target of each."""
+    from model_export.tmsc import read_tmsc, score_tmsc
+    from stream.inference import TokenAnalysis
+
+    gold: dict[tuple[str, ...], dict[int, int]] = {}
+    for e in read_tmsc(data_dir, "test"):
+        gold.setdefault(e.tokens, {}).update({i: e.label for i in range(e.start, e.end)})
+
+    def oracle(token_lists, heads):
+        out = []
+        for tokens in token_lists:
+            labels = gold[tuple(tokens)]
+            logits = np.zeros((len(tokens), 3), dtype=np.float32)
+            for i, label in labels.items():
+                logits[i, label] = 5.0
+            first = next(iter(labels.values()))
+            out.append(TokenAnalysis({}, logits, np.eye(3, dtype=np.float32)[first]))
+        return out
+
+    scores = score_tmsc(oracle, data_dir, "test")
+    mixed = scores["mixed"]
+    assert 0 < mixed["examples"] < scores["examples"]
+    assert mixed["entity"]["accuracy"] == 100.0 and scores["entity"]["accuracy"] == 100.0
+    assert mixed["tweet_baseline"]["accuracy"] < 60.0
