@@ -36,6 +36,9 @@ EVAL_ROWS = (
     ("SemEval-2017 4A test", "recall negative / neutral / positive",
      lambda m: " / ".join(str(r) for r in m["semeval2017_4a"].get("recall_per_class", {})
                           .values()) or "-"),
+    ("SemEval-2017 4A test", "precision negative / neutral / positive",
+     lambda m: " / ".join(str(r) for r in m["semeval2017_4a"].get("precision_per_class", {})
+                          .values()) or "-"),
     ("Mitchell 2013 test", "span+polarity F1", lambda m: m["mitchell2013"]["f1"]),
     ("Mitchell 2013 test", "span F1", lambda m: m["mitchell2013"]["span_f1"]),
     ("SemEval-2017 topic test", "macro recall", lambda m: m["semeval2017_topic"]["macro_recall"]),

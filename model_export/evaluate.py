@@ -82,10 +82,11 @@ def ner_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
 
 
 def classification_scores(gold: Sequence[int], pred: Sequence[int], classes: Sequence[int]) -> dict:
-    """Macro recall, macro F1 over ``classes``, accuracy (fractions, 0-1), and the recall of
-    each class: a macro recall that moves is read by which class moved it."""
+    """Macro recall, macro F1 over ``classes``, accuracy (fractions, 0-1), and the recall and
+    precision of each class: a macro recall that moves is read by which class moved it, and
+    the negative class's precision is how many alert-driving predictions are right."""
     gold_a, pred_a = np.asarray(gold), np.asarray(pred)
-    recalls, f1s = [], []
+    recalls, precisions, f1s = [], [], []
     for c in classes:
         tp = float(np.sum((gold_a == c) & (pred_a == c)))
         support = float(np.sum(gold_a == c))
@@ -93,6 +94,7 @@ def classification_scores(gold: Sequence[int], pred: Sequence[int], classes: Seq
         recall = tp / support if support else 0.0
         precision = tp / predicted if predicted else 0.0
         recalls.append(recall)
+        precisions.append(precision)
         f1s.append(2 * precision * recall / (precision + recall) if tp else 0.0)
     return {
         "macro_recall": round(float(np.mean(recalls)), 4),
@@ -100,6 +102,8 @@ def classification_scores(gold: Sequence[int], pred: Sequence[int], classes: Seq
         "accuracy": round(float(np.mean(gold_a == pred_a)), 4),
         "recall_per_class": {SENTIMENTS[c]: round(r, 4) for c, r in zip(classes, recalls,
                                                                          strict=True)},
+        "precision_per_class": {SENTIMENTS[c]: round(p, 4)
+                                for c, p in zip(classes, precisions, strict=True)},
     }
 
 

@@ -158,6 +158,8 @@ def test_classification_scores_give_the_recall_of_each_class():
     pred = [0, 1, 1, 1, 1, 1, 2, 0]
     scores = classification_scores(gold, pred, range(3))
     assert scores["recall_per_class"] == {"negative": 0.25, "neutral": 1.0, "positive": 0.5}
+    # negative predicted twice, right once; neutral 5 times, right twice; positive once, right
+    assert scores["precision_per_class"] == {"negative": 0.5, "neutral": 0.4, "positive": 1.0}
     assert scores["macro_recall"] == pytest.approx((0.25 + 1.0 + 0.5) / 3, abs=1e-4)
     assert scores["accuracy"] == 0.5
     topic = classification_scores([0, 2, 2], [0, 0, 2], [0, 2])  # topic test: two classes
