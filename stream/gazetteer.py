@@ -21,6 +21,7 @@ from stream.matcher import phrase_keys, piece_keys
 
 GAZETTEER_FILE = "gazetteer.tsv.gz"
 GAZETTEER_INPUT = "gazetteer"
+_TOKEN_CACHE_SIZE = 200_000
 
 
 class Gazetteer:
@@ -66,6 +67,8 @@ class Gazetteer:
                 self._prefixes.add(name[:cut])
                 cut = name.rfind(" ", 0, cut)
         self._columns: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._tokens: dict[str, tuple[tuple[int, ...], tuple[tuple[str, tuple[int, ...],
+                                                                bool], ...]]] = {}
 
     @property
     def width(self) -> int:
@@ -93,38 +96,60 @@ class Gazetteer:
             self._columns[(mask, offset)] = columns
         return columns
 
+    def _token(self, text: str) -> tuple[tuple[int, ...], tuple[tuple[str, tuple[int, ...],
+                                                                   bool], ...]]:
+        """What one token contributes, memoised (tweets repeat their tokens): the columns a
+        ``@handle``/``#hashtag`` marks by itself, or its pieces' keys, each with the columns
+        of the one-word name it is and whether a longer name starts with it."""
+        found = self._tokens.get(text)
+        if found is not None:
+            return found
+        if len(self._tokens) >= _TOKEN_CACHE_SIZE:
+            self._tokens.clear()
+        pieces = piece_keys(text)
+        head = pieces[0]
+        if len(head) > 2 and head[0] in "@#" and (solid := self._solid.get(head[1:])):
+            found = (self._group_columns(solid[0], 0)
+                     + self._group_columns(solid[1], len(self.groups)), ())
+        else:
+            keys = []
+            for key in pieces:
+                mask, longer = self._starts.get(key, (0, False))
+                keys.append((key, self._group_columns(mask, len(self.groups)), longer))
+            found = ((), tuple(keys))
+        self._tokens[text] = found
+        return found
+
     def _marks(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
         """(token index, column) of every listed name's tokens, with repeats."""
         keys: list[str] = []
         owner: list[int] = []
+        starts: list[int] = []  # key indices that begin a longer name
         marks: list[tuple[int, int]] = []
-        single = len(self.groups)
+        cached, token_info = self._tokens.get, self._token
         for index, text in enumerate(tokens):
-            pieces = piece_keys(text)
-            head = pieces[0]
-            if len(head) > 2 and head[0] in "@#" and (solid := self._solid.get(head[1:])):
-                marks.extend((index, c) for c in self._group_columns(solid[0], 0))
-                marks.extend((index, c) for c in self._group_columns(solid[1], single))
-                continue
-            keys.extend(pieces)
-            owner.extend([index] * len(pieces))
-        names, prefixes, starts = self.names, self._prefixes, self._starts
+            direct, pieces = cached(text) or token_info(text)
+            if direct:
+                marks.extend([(index, c) for c in direct])
+            for key, columns, longer in pieces:
+                if columns:
+                    marks.extend([(index, c) for c in columns])
+                if longer:
+                    starts.append(len(keys))
+                keys.append(key)
+                owner.append(index)
+        names, prefixes = self.names, self._prefixes
         count = len(keys)
-        for first, key in enumerate(keys):
-            found = starts.get(key)
-            if found is None:
-                continue
-            mask, longer = found
-            if mask:
-                marks.extend((owner[first], c) for c in self._group_columns(mask, single))
-            run, last = key, first + 1
+        for first in starts:
+            run, last, longer = keys[first], first + 1, True
             while longer and last < count:
                 run = f"{run} {keys[last]}"
                 last += 1
                 if mask := names.get(run, 0):
                     columns = self._group_columns(mask, 0)
-                    marks.extend((token, c) for token in range(owner[first], owner[last - 1] + 1)
-                                 for c in columns)
+                    marks.extend([(token, c) for token in range(owner[first],
+                                                                 owner[last - 1] + 1)
+                                  for c in columns])
                 longer = run in prefixes
         return marks
 

@@ -11,6 +11,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -68,8 +69,13 @@ _INVISIBLE_CHARS = frozenset("\u00ad\u180e\ufeff" + "".join(
     for c in range(lo, hi + 1)))
 
 
+_new_token = tuple.__new__  # Token(...) through its generated __new__ costs a Python call
+
+
 def tokenize(text: str) -> list[Token]:
     """Split a tweet into tokens: URLs, @mentions, #hashtags, emoji and emoticons stay whole."""
+    if _INVISIBLE_CHARS.isdisjoint(text):  # almost every tweet: no token to drop
+        return [_new_token(Token, (m[0], m.start(), m.end())) for m in _TOKEN_RE.finditer(text)]
     tokens = []
     for match in _TOKEN_RE.finditer(text):
         value = match.group()
@@ -182,23 +188,24 @@ class Vocab:
         ``word_ids [B,T]``, ``char_ids [B,T,C]`` and ``lengths [B]`` (all int64), and the
         ``features`` input when there is one."""
         size = len(batch)
-        lengths = np.fromiter((len(toks) for toks in batch), dtype=np.int64, count=size)
+        lengths = np.fromiter(map(len, batch), dtype=np.int64, count=size)
         longest = int(lengths.max(initial=0)) or 1
-        lookups = [self._lookup(tok) for toks in batch for tok in toks]
-        char_counts = np.fromiter((len(c) for _, c in lookups), dtype=np.int64,
-                                  count=len(lookups))
+        cached, lookup = self._cache.get, self._lookup  # a cache hit costs no method call
+        lookups = [cached(tok) or lookup(tok) for tok in chain.from_iterable(batch)]
+        count = len(lookups)
+        words, chars = zip(*lookups, strict=True) if lookups else ((), ())
+        char_counts = np.fromiter(map(len, chars), dtype=np.int64, count=count)
         char_len = int(char_counts.max(initial=0)) or 1
         # Flat position of every token in the padded [B, T] grid.
         rows = np.repeat(np.arange(size, dtype=np.int64), lengths)
         starts = np.cumsum(lengths) - lengths
-        cols = np.arange(len(lookups), dtype=np.int64) - np.repeat(starts, lengths)
+        cols = np.arange(count, dtype=np.int64) - np.repeat(starts, lengths)
         word_ids = np.zeros((size, longest), dtype=np.int64)
-        word_ids[rows, cols] = np.fromiter((w for w, _ in lookups), dtype=np.int64,
-                                           count=len(lookups))
+        word_ids[rows, cols] = np.fromiter(words, dtype=np.int64, count=count)
         char_ids = np.zeros((size, longest, char_len), dtype=np.int64)
-        flat_chars = np.fromiter((c for _, ids in lookups for c in ids), dtype=np.int64,
+        flat_chars = np.fromiter(chain.from_iterable(chars), dtype=np.int64,
                                  count=int(char_counts.sum()))
-        token_of_char = np.repeat(np.arange(len(lookups), dtype=np.int64), char_counts)
+        token_of_char = np.repeat(np.arange(count, dtype=np.int64), char_counts)
         char_pos = np.arange(len(flat_chars), dtype=np.int64) - np.repeat(
             np.cumsum(char_counts) - char_counts, char_counts)
         char_ids[rows[token_of_char], cols[token_of_char], char_pos] = flat_chars

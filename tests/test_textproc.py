@@ -13,6 +13,7 @@ from stream.textproc import (
     MAX_CHARS_PER_TOKEN,
     PAD,
     UNK,
+    Token,
     Vocab,
     entity_key,
     normalize,
@@ -41,6 +42,21 @@ def test_tokens_round_trip_to_their_character_spans(real_tweets: list[str]):
             assert text[previous_end : token.start].strip() == ""  # only spaces are dropped
             previous_end = token.end
         assert text[previous_end:].strip() == ""
+
+
+def test_fast_and_invisible_aware_paths_agree(real_tweets: list[str]):
+    """A tweet with no invisible character takes the fast path; with one added between two
+    tokens it takes the careful path, which must give the same tokens (the invisible run is
+    no token) shifted by one character."""
+    for text in real_tweets[:2000]:
+        tokens = tokenize(text)
+        assert all(type(t) is Token for t in tokens)
+        if not tokens:
+            continue
+        cut = tokens[0].end
+        marked = text[:cut] + " \u200b" + text[cut:]
+        shifted = [tokens[0]] + [Token(t.text, t.start + 2, t.end + 2) for t in tokens[1:]]
+        assert tokenize(marked) == shifted
 
 
 def test_tweet_tokens_stay_whole():
