@@ -194,9 +194,12 @@ async def test_llm_alerts_once_per_window_across_restart_and_redelivery(topic_se
     assert len(server.requests) == 1
 
     # Restart: the same mentions are delivered again (as after a crash before the commit),
-    # plus a new burst outside the cooldown.
-    later = {"v4": ("verizon", "Verizon", "Verizon outage again tonight", "negative", 1000),
-             "v5": ("verizon", "Verizon", "Verizon still down", "negative", 1001)}
+    # plus a new burst outside the cooldown: three negative tweets, above Verizon's own
+    # baseline (the three windows since its first mention: 0, 0 and 3 negative tweets).
+    later = {"v4": ("verizon", "Verizon", "Verizon outage again tonight", "negative", 999),
+             "v5": ("verizon", "Verizon", "Verizon still down", "negative", 1000),
+             "v6": ("verizon", "Verizon", "Verizon down for the whole street", "negative",
+                    1001)}
     await store(pg_url, later, base)
     await publish(settings, settings.topic_negative, records + negative_records(later, base))
     worker = start_worker(settings, tmp_path, "second")
@@ -208,7 +211,7 @@ async def test_llm_alerts_once_per_window_across_restart_and_redelivery(topic_se
     assert [a["alert_id"] for a in alerts].count(first["alert_id"]) == 1, worker.log_tail()
     assert len(alerts) == 2
     assert alerts[1]["window_end"] == (base + timedelta(seconds=1001)).isoformat()
-    assert alerts[1]["tweet_ids"] == ["v5", "v4"]
+    assert alerts[1]["tweet_ids"] == ["v6", "v5", "v4"]
     assert len(server.requests) == 2  # the redelivered mentions never reached the LLM
     assert await stored_alerts(pg_url, {"verizon", "comcast", "united"}, base) == alerts
 
@@ -220,7 +223,7 @@ async def test_llm_alerts_once_per_window_across_restart_and_redelivery(topic_se
     assert [a for a in from_table if a["alert_id"] in ours] == alerts
     readable = cli(settings, "alerts", "--limit", "100000").splitlines()
     assert sum(line.startswith(f"{(base + timedelta(seconds=1001)):%Y-%m-%d %H:%M:%S}  Verizon "
-                               f"(company)  2/2 negative  [llm:{MODEL}]  Alert: ")
+                               f"(company)  3/3 negative  [llm:{MODEL}]  Alert: ")
                for line in readable) == 1
     from_topic = cli(settings, "alerts", "--follow", "--from-beginning", "--max-alerts", "2",
                      "--json")
