@@ -27,7 +27,6 @@ from model_export.heads import SERVING_HEAD, labels_document
 from model_export.readers import read_conll
 from model_export.recipe import TrainConfig
 from model_export.train import EnsembleResult, TrainResult, head_summary
-from stream.gazetteer import GAZETTEER_FILE, Gazetteer
 from stream.inference import MODEL_CARD, MODEL_FILES, file_sha256, read_model_card
 
 if TYPE_CHECKING:
@@ -159,11 +158,8 @@ def write_artifact(result: EnsembleResult, config: TrainConfig, out_dir: Path) -
                            embedding_fp16=config.embedding_fp16)
     onnx_path = out_dir / MODEL_FILES["fp32"]
     result.vocab.save(out_dir / "vocab.json")
-    gazetteer = result.vocab.features
-    if isinstance(gazetteer, Gazetteer):
-        gazetteer.save(out_dir / GAZETTEER_FILE)
-    (out_dir / "labels.json").write_text(
-        json.dumps(labels_document(gazetteer is not None), indent=1) + "\n", encoding="utf-8")
+    (out_dir / "labels.json").write_text(json.dumps(labels_document(), indent=1) + "\n",
+                                         encoding="utf-8")
     now = dt.datetime.now(dt.UTC)
     members = [member_summary(m) for m in result.members]
     trained_dev = ", ".join(config.dev_trained) or "none"

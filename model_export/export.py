@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from model_export.heads import OUTPUT_NAMES, input_names, model_inputs
+from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
 from model_export.model import TweetTagger
 from stream.textproc import Vocab
 
@@ -27,14 +27,12 @@ def export_onnx(model: TweetTagger, vocab: Vocab, path: Path, sample: Sequence[S
     """Write ``model`` as ONNX with dynamic batch, sequence and character axes."""
     model.eval()
     feeds = {k: torch.from_numpy(v) for k, v in vocab.encode(sample).items()}
-    args = model_inputs(feeds)
+    args = tuple(feeds[name] for name in INPUT_NAMES)
     dynamic_axes = {
         "word_ids": {0: "batch", 1: "tokens"},
         "char_ids": {0: "batch", 1: "tokens", 2: "chars"},
         "lengths": {0: "batch"},
-        "gazetteer": {0: "batch", 1: "tokens"},
     }
-    dynamic_axes = {k: v for k, v in dynamic_axes.items() if k in feeds or k in OUTPUT_NAMES}
     for name in OUTPUT_NAMES:
         dynamic_axes[name] = {0: "batch"} if name.startswith("tweet") else {
             0: "batch", 1: "tokens"}
@@ -46,7 +44,7 @@ def export_onnx(model: TweetTagger, vocab: Vocab, path: Path, sample: Sequence[S
             model,
             args,
             str(path),
-            input_names=input_names(feeds),
+            input_names=list(INPUT_NAMES),
             output_names=list(OUTPUT_NAMES),
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
@@ -178,7 +176,7 @@ def parity(
     for batch in batches:
         feeds = vocab.encode(batch)
         with torch.no_grad():
-            expected = model(*(torch.from_numpy(v) for v in model_inputs(feeds)))
+            expected = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
         got = session.run(list(OUTPUT_NAMES), feeds)
         for e, g in zip(expected, got, strict=True):
             worst = max(worst, float(np.max(np.abs(e.numpy() - g))))

@@ -9,13 +9,9 @@ are about. ``labels.json`` written from here tells the runtime the same.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 from stream.predictions import SENTIMENTS
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,25 +56,12 @@ OUTPUT_NAMES: tuple[str, ...] = (
     TWEET_SENTIMENT_OUTPUT,
 )
 INPUT_NAMES: tuple[str, ...] = ("word_ids", "char_ids", "lengths")
-# The optional fourth input of a model trained with gazetteer features (stream.gazetteer).
-OPTIONAL_INPUTS: tuple[str, ...] = ("gazetteer",)
 
 
-def input_names(feeds: Mapping[str, object]) -> list[str]:
-    """The model inputs ``feeds`` holds, in the order of ``forward``'s parameters."""
-    return [*INPUT_NAMES, *(name for name in OPTIONAL_INPUTS if name in feeds)]
-
-
-def model_inputs(feeds: Mapping[str, T]) -> tuple[T, ...]:
-    """The positional arguments of the model's ``forward`` for encoded ``feeds``."""
-    return tuple(feeds[name] for name in input_names(feeds))
-
-
-def labels_document(gazetteer: bool = False) -> dict:
-    """The content of ``labels.json``: inputs, heads, tags, outputs and which NER head
-    serves."""
+def labels_document() -> dict:
+    """The content of ``labels.json``: heads, tags, outputs and which NER head serves."""
     return {
-        "inputs": [*INPUT_NAMES, *(OPTIONAL_INPUTS if gazetteer else ())],
+        "inputs": list(INPUT_NAMES),
         "ner_heads": {
             head.name: {"output": head.output, "dataset": head.dataset, "tags": head.tags}
             for head in NER_HEADS

@@ -59,9 +59,6 @@ class ModelConfig:
     # "idcnn": the dilated convolutions alone; "bilstm": one bidirectional LSTM layer (width
     # ``hidden // 2`` per direction) instead of them; "idcnn-bilstm": the LSTM after them.
     encoder: str = "idcnn"
-    # Columns of the gazetteer input (stream.gazetteer; 0: the model reads none). They join
-    # the word and character features before the first projection.
-    gazetteer_width: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,8 +76,7 @@ class TweetTagger(nn.Module):
         self.word_embedding = nn.Embedding(config.n_words, config.word_dim, padding_idx=0)
         self.char_embedding = nn.Embedding(config.n_chars, config.char_dim, padding_idx=0)
         self.char_conv = nn.Conv1d(config.char_dim, config.char_filters, 3, padding=1)
-        self.project = nn.Conv1d(config.word_dim + config.char_filters + config.gazetteer_width,
-                                 config.hidden, 1)
+        self.project = nn.Conv1d(config.word_dim + config.char_filters, config.hidden, 1)
         if config.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {config.encoder!r}; one of {ENCODERS}")
         self.blocks = nn.ModuleList(
@@ -141,7 +137,6 @@ class TweetTagger(nn.Module):
         return torch.cat([ahead, behind], dim=2).transpose(1, 2)
 
     def _encode(self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor,
-                gazetteer: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encoder states, word vectors [B,T,D] and padding mask [B,1,T], computed once for
         the heads of ``forward``."""
@@ -149,13 +144,7 @@ class TweetTagger(nn.Module):
         mask = torch.arange(steps, device=word_ids.device).unsqueeze(0) < lengths.unsqueeze(1)
         maskf = mask.unsqueeze(1).to(torch.float32)  # [B,1,T]
         words = self.word_embedding(word_ids)
-        parts = [words, self.encode_chars(char_ids)]
-        if self.config.gazetteer_width:
-            if gazetteer is None:
-                raise ValueError("this network reads gazetteer flags: encode with a Vocab "
-                                 "whose features are the artifact's gazetteer")
-            parts.append(gazetteer)
-        features = torch.cat(parts, -1)
+        features = torch.cat([words, self.encode_chars(char_ids)], -1)
         hidden = torch.relu(self.project(self.dropout(features).transpose(1, 2))) * maskf
         for block in self.blocks:
             hidden = (hidden + torch.relu(block(self.dropout(hidden)))) * maskf
@@ -164,10 +153,9 @@ class TweetTagger(nn.Module):
         return hidden, words, maskf
 
     def forward(
-        self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor,
-        gazetteer: torch.Tensor | None = None,
+        self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        hidden, words, maskf = self._encode(word_ids, char_ids, lengths, gazetteer)
+        hidden, words, maskf = self._encode(word_ids, char_ids, lengths)
         tokens = self.dropout(hidden.transpose(1, 2))  # [B,T,H]
         count = lengths.clamp(min=1).unsqueeze(1).to(torch.float32)
         mean = hidden.sum(dim=2) / count
@@ -224,8 +212,7 @@ class TweetEnsemble(nn.Module):
         return self.members[0].word_embedding
 
     def forward(
-        self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor,
-        gazetteer: torch.Tensor | None = None,
+        self, word_ids: torch.Tensor, char_ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        outputs = [member(word_ids, char_ids, lengths, gazetteer) for member in self.members]
+        outputs = [member(word_ids, char_ids, lengths) for member in self.members]
         return tuple(torch.stack(values).mean(dim=0) for values in zip(*outputs, strict=True))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_export.heads import OUTPUT_NAMES, model_inputs
+from model_export.heads import INPUT_NAMES, OUTPUT_NAMES
 from stream.inference import LabelSpace, TokenAnalysis
 from stream.textproc import Vocab
 
@@ -17,7 +17,7 @@ from stream.textproc import Vocab
 def named_outputs(model: nn.Module, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One forward pass on encoded inputs (``Vocab.encode``), the outputs named as in the ONNX
     graph: the torch side of ``Analyzer.run``. Call it under ``torch.no_grad()``."""
-    out = model(*(torch.from_numpy(v) for v in model_inputs(feeds)))
+    out = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
     return {n: o.numpy() for n, o in zip(OUTPUT_NAMES, out, strict=True)}
 
 

@@ -65,7 +65,6 @@ class TrainConfig:
     bow_from_vectors: bool = _in("network")
     entity_tweet: bool = _in("network")
     entity_detach_pooled: bool = _in("network")
-    gazetteer: bool = _in("network")
     unlabeled_files: tuple[str, ...] = _in("data")
     tmsc_train: bool = _in("data")
     mitchell_folds: tuple[int, ...] = _in("data")

@@ -26,14 +26,12 @@ from model_export.embeddings import (
     train_vectors,
 )
 from model_export.evaluate import dev_objective, evaluate
-from model_export.heads import HEAD_BY_NAME, labels_document, model_inputs
-from model_export.lexicon import load_gazetteer
+from model_export.heads import HEAD_BY_NAME, INPUT_NAMES, labels_document
 from model_export.loss import MultiTaskLoss
 from model_export.model import ModelConfig, TweetEnsemble, TweetTagger
 from model_export.predictor import torch_predictor
 from model_export.recipe import TrainConfig, member_spec
 from model_export.training_sets import load_training_sets
-from stream.gazetteer import Gazetteer
 from stream.inference import LabelSpace
 from stream.textproc import Vocab
 
@@ -84,8 +82,6 @@ def prepare_vocab(config: TrainConfig) -> tuple[Vocab, np.ndarray, float]:
     vectors = train_vectors(normalised_corpus(corpus), config.work_dir / "embeddings",
                             config.word_dim, config.embedding_epochs, config.embedding_seed)
     matrix, coverage = embedding_matrix(vocab, vectors, config.word_dim, config.embedding_seed)
-    if config.gazetteer:
-        vocab.features = load_gazetteer(config.data_dir / "lexicon")
     return vocab, matrix, coverage
 
 
@@ -106,8 +102,7 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
         dilations=config.dilations, dropout=config.dropout, tweet_bow=config.tweet_bow,
         bow_dim=config.bow_dim, bow_from_vectors=config.bow_from_vectors,
         entity_tweet=config.entity_tweet,
-        entity_detach_pooled=config.entity_detach_pooled, encoder=encoder,
-        gazetteer_width=vocab.features.width if isinstance(vocab.features, Gazetteer) else 0))
+        entity_detach_pooled=config.entity_detach_pooled, encoder=encoder))
     with torch.no_grad():
         model.word_embedding.weight.copy_(torch.from_numpy(matrix))
     embedding = model.word_embedding.weight
@@ -132,7 +127,7 @@ def train(config: TrainConfig, vocab_and_vectors=None, member: str | None = None
         bar = tqdm(batches, desc=f"{member} epoch {epoch}", unit="batch")
         for step, batch in enumerate(bar, start=1):
             feeds = tensors(batch, vocab, config, rng, train=True)
-            outputs = model(*model_inputs(feeds))
+            outputs = model(*(feeds[n] for n in INPUT_NAMES))
             loss = loss_fn(outputs, batch, feeds)
             optimizer.zero_grad()
             loss.backward()

@@ -18,7 +18,6 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from stream.gazetteer import GAZETTEER_FILE, Gazetteer
 from stream.matcher import WatchMatch, WatchMatcher
 from stream.predictions import SENTIMENTS, Mention, TweetPrediction
 from stream.textproc import Token, Vocab, entity_key, nameable, strip_invisible, tokenize
@@ -261,8 +260,6 @@ class Analyzer:
         self.variant = variant
         self.batch_size = batch_size
         self.vocab = Vocab.load(model_dir / "vocab.json")
-        if (model_dir / GAZETTEER_FILE).is_file():
-            self.vocab.features = Gazetteer.load(model_dir / GAZETTEER_FILE)
         self.labels = LabelSpace.load(model_dir / "labels.json")
         card = read_model_card(model_dir)
         base_version = card.get("version") or file_sha256(model_path)[:12]
@@ -275,16 +272,12 @@ class Analyzer:
         self.session = ort.InferenceSession(
             str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        self._inputs = [node.name for node in self.session.get_inputs()]
-        if "gazetteer" in self._inputs and self.vocab.features is None:
-            raise FileNotFoundError(f"model artifact incomplete: {model_dir / GAZETTEER_FILE} "
-                                    "is missing (the model reads gazetteer flags)")
 
     def run(self, token_lists: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         """Raw outputs of the ONNX graph for one batch of token lists (plus ``lengths``)."""
         feeds = self.vocab.encode(token_lists)
         names = [out.name for out in self.session.get_outputs()]
-        values = self.session.run(names, {name: feeds[name] for name in self._inputs})
+        values = self.session.run(names, feeds)
         outputs = dict(zip(names, values, strict=True))
         outputs["lengths"] = feeds["lengths"]
         return outputs

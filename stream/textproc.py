@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 
@@ -120,17 +120,8 @@ def nameable(key: str) -> bool:
     return any(ch.isalnum() for ch in key)
 
 
-class TokenFeatures(Protocol):
-    """Extra per-token inputs of a model beside the ids (``stream.gazetteer.Gazetteer``)."""
-
-    input_name: str
-
-    def encode(self, batch: Sequence[Sequence[str]], steps: int) -> np.ndarray: ...
-
-
 class Vocab:
-    """Word and character vocabularies (index 0 = padding, 1 = unknown), and the extra
-    per-token inputs (``features``) of a model that reads them."""
+    """Word and character vocabularies (index 0 = padding, 1 = unknown)."""
 
     def __init__(self, words: Sequence[str], chars: Sequence[str]) -> None:
         if list(words[:2]) != [PAD, UNK] or list(chars[:2]) != [PAD, UNK]:
@@ -140,7 +131,6 @@ class Vocab:
         self.word_index = {w: i for i, w in enumerate(self.words)}
         self.char_index = {c: i for i, c in enumerate(self.chars)}
         self._cache: dict[str, tuple[int, list[int]]] = {}
-        self.features: TokenFeatures | None = None
 
     @classmethod
     def build(
@@ -185,8 +175,7 @@ class Vocab:
 
     def encode(self, batch: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         """Id tensors for a batch of token lists, padded to the longest: the model's inputs
-        ``word_ids [B,T]``, ``char_ids [B,T,C]`` and ``lengths [B]`` (all int64), and the
-        ``features`` input when there is one."""
+        ``word_ids [B,T]``, ``char_ids [B,T,C]`` and ``lengths [B]`` (all int64)."""
         size = len(batch)
         lengths = np.fromiter(map(len, batch), dtype=np.int64, count=size)
         longest = int(lengths.max(initial=0)) or 1
@@ -209,10 +198,7 @@ class Vocab:
         char_pos = np.arange(len(flat_chars), dtype=np.int64) - np.repeat(
             np.cumsum(char_counts) - char_counts, char_counts)
         char_ids[rows[token_of_char], cols[token_of_char], char_pos] = flat_chars
-        feeds = {"word_ids": word_ids, "char_ids": char_ids, "lengths": lengths}
-        if self.features is not None:
-            feeds[self.features.input_name] = self.features.encode(batch, longest)
-        return feeds
+        return {"word_ids": word_ids, "char_ids": char_ids, "lengths": lengths}
 
     def save(self, path: Path) -> None:
         path.write_text(
