@@ -141,7 +141,8 @@ class Settings(BaseSettings):
         "max(std, sqrt(mean), 1).",
     )
     alert_share_jump: float = Field(
-        0.3, gt=0, le=1.0, description="Or: negative share above the baseline's by this."
+        0.3, gt=0, le=1.0, description="Or: negative share above the baseline's by this "
+        "(and the count 2 binomial SDs above what that share predicts)."
     )
     alert_discovered_min_negative: int = Field(
         10, ge=1, description="alert_min_negative, discovered entities.")
