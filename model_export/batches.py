@@ -83,10 +83,11 @@ def contrast_pairs(batch: Sequence[Example], prob: float,
     must stop copying the tweet's sentiment. Teacher outputs are dropped from a joined text."""
     if prob <= 0:
         return list(batch)
+    polarities = [target_polarities(e) for e in batch]
     out: list[Example] = []
-    for example in batch:
-        own = target_polarities(example)
-        others = [e for e in batch if e is not example and target_polarities(e) - own]
+    for example, own in zip(batch, polarities, strict=True):
+        others = [e for e, theirs in zip(batch, polarities, strict=True)
+                  if e is not example and theirs - own]
         if not own or not others or rng.random() >= prob:
             out.append(example)
             continue

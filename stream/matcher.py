@@ -60,13 +60,13 @@ def piece_keys(text: str) -> tuple[str, ...]:
     return tuple(token_key(p) for p in parts)
 
 
-def phrase_keys(phrase: str) -> list[str]:
-    """The keys of a phrase's tokens and their hyphen pieces, empty keys dropped."""
-    return [k for t in tokenize(phrase) for k in piece_keys(t.text) if k]
+def _phrase_keys(phrase: str) -> list[str]:
+    return [k for t in tokenize(phrase) for k in piece_keys(t.text)]
 
 
-def key_patterns(keys: Sequence[str]) -> set[str]:
-    """The joined-key patterns a phrase of these keys matches (see the module docstring)."""
+def _patterns(phrase: str) -> set[str]:
+    """The joined-key patterns one alias or exclusion matches (see the module docstring)."""
+    keys = [k for k in _phrase_keys(phrase) if k]
     if not keys:
         return set()
     patterns = {" " + " ".join(keys) + " "}
@@ -77,28 +77,6 @@ def key_patterns(keys: Sequence[str]) -> set[str]:
         joined = "".join(keys)
         patterns |= {f" {joined} ", f" @{joined} ", f" #{joined} "}
     return patterns
-
-
-def phrase_patterns(phrase: str) -> set[str]:
-    """The joined-key patterns one alias, exclusion or listed name matches."""
-    return key_patterns(phrase_keys(phrase))
-
-
-def joined_keys(texts: Sequence[str]) -> tuple[str, list[int], dict[int, int]]:
-    """A token list as the string the automata scan, ``" k1 k2 k3 "``, with the token index
-    of each piece and the piece index at the offset of the space before it."""
-    keys: list[str] = []
-    owner: list[int] = []
-    for index, text in enumerate(texts):
-        for key in piece_keys(text):
-            keys.append(key)
-            owner.append(index)
-    piece_at: dict[int, int] = {}
-    offset = 0
-    for index, key in enumerate(keys):
-        piece_at[offset] = index
-        offset += len(key) + 1
-    return " " + " ".join(keys) + " ", owner, piece_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +99,11 @@ class WatchMatcher:
         payloads: dict[str, list[tuple[int, int, int]]] = {}
         for index, entity in enumerate(self.entities):
             for alias in entity.all_aliases():
-                for pattern in phrase_patterns(alias):
+                for pattern in _patterns(alias):
                     payloads.setdefault(pattern, []).append((_ALIAS, index, pattern.count(" ")
                                                              - 1))
             for phrase in entity.exclude:
-                for pattern in phrase_patterns(phrase):
+                for pattern in _patterns(phrase):
                     payloads.setdefault(pattern, []).append((_EXCLUDE, index,
                                                              pattern.count(" ") - 1))
         for pattern, items in payloads.items():
@@ -143,7 +121,19 @@ class WatchMatcher:
         """Watched mentions in a tokenised tweet, left to right, never overlapping."""
         if self._automaton is None or not tokens:
             return []
-        joined, owner, piece_at = joined_keys([token.text for token in tokens])
+        keys: list[str] = []
+        owner: list[int] = []  # token index of each piece
+        for index, token in enumerate(tokens):
+            for key in piece_keys(token.text):
+                keys.append(key)
+                owner.append(index)
+        joined = " " + " ".join(keys) + " "
+        # Character offset in ``joined`` of the space before each piece -> piece index.
+        piece_at: dict[int, int] = {}
+        offset = 0
+        for index, key in enumerate(keys):
+            piece_at[offset] = index
+            offset += len(key) + 1
         # (entity index, first token, last token exclusive, pieces), in token space.
         hits: list[tuple[int, int, int, int]] = []
         vetoes: dict[int, list[tuple[int, int]]] = {}

@@ -213,8 +213,9 @@ async def wait_visible(conn: AsyncConnection, tweet_id: str, timeout_s: float) -
 async def spike_stats(conn: AsyncConnection, th: SpikeThresholds, entity_key: str,
                       at: datetime, trigger: tuple[str, str] | None = None,
                       visible_wait_s: float = VISIBLE_WAIT_S) -> SpikeStats:
-    """Per-window distinct-tweet counts of ``entity_key`` up to ``at`` (one query over the
-    ``(entity_key, created_at)`` index) and the current window's negative tweets.
+    """Per-window distinct-tweet counts of ``entity_key`` up to ``at`` and its first mention
+    (one query over the ``(entity_key, created_at)`` index), and the current window's
+    negative tweets.
 
     ``trigger`` = (tweet id, text) of the mention being judged: its batch is waited for (at
     most ``visible_wait_s``, :func:`wait_visible`), and it always counts, even if its row
@@ -234,16 +235,18 @@ async def spike_stats(conn: AsyncConnection, th: SpikeThresholds, entity_key: st
         columns.append(sa.func.count(sa.distinct(em.c.tweet_id)).filter(in_k))
         columns.append(sa.func.count(sa.distinct(em.c.tweet_id)).filter(sa.and_(in_k,
                                                                                 is_negative)))
+    # Baseline windows that end before the entity's first mention are not quiet history but
+    # no history (a stream that started 10 minutes ago, a watch added then): leave them out,
+    # or they drag the mean to zero and the first minutes alert as if every tweet were news.
+    seen = em.alias("seen")
+    columns.append(sa.select(sa.func.min(seen.c.created_at))
+                   .where(seen.c.entity_key == entity_key).scalar_subquery())
     row = (await conn.execute(sa.select(*columns).where(
         em.c.entity_key == entity_key, em.c.created_at > at - (n + 1) * width,
         em.c.created_at <= at))).one()
     windows = [WindowCounts(negative=int(row[2 * k + 1]), tweets=int(row[2 * k]))
                for k in range(n + 1)]
-    # Baseline windows that end before the entity's first mention are not quiet history but
-    # no history (a stream that started 10 minutes ago, a watch added then): leave them out,
-    # or they drag the mean to zero and the first minutes alert as if every tweet were news.
-    first = await conn.scalar(sa.select(sa.func.min(em.c.created_at))
-                              .where(em.c.entity_key == entity_key))
+    first = row[-1]
     if first is not None and first.tzinfo is None:
         first = first.replace(tzinfo=UTC)
     known = 1 + sum(1 for k in range(1, n + 1) if first is not None and at - k * width > first)
